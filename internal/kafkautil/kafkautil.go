@@ -1,0 +1,162 @@
+// Package kafkautil holds what every clickrec component needs to talk to Kafka:
+// connection flags, topic names and their specs, topic creation with a
+// co-partitioning check, a reachability check with an actionable error, and the
+// embedded in-process broker (franz-go's kfake) used by the demo and unit tests.
+package kafkautil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/clickrec/clickrec/internal/cli"
+)
+
+// Stream is a topic with cleanup.policy=delete; Table is a compacted topic.
+type (
+	Stream string
+	Table  string
+)
+
+// Topics names every topic clickrec reads or writes.
+type Topics struct {
+	Events    Stream // user_events: clicks, keyed by user id
+	Recs      Stream // recommendations: one record per on-time click
+	Changelog Table  // hotpath-changelog: per-user state, co-partitioned with Events
+	Late      Stream // user_events_late: clicks beyond the allowed lateness, unchanged
+	DLQ       Stream // user_events_dlq: invalid records, reason in a header
+	Windows   Stream // user_session_windows: 1-minute per-user window results
+}
+
+// DefaultTopics are the topic names of DESIGN.md.
+var DefaultTopics = Topics{
+	Events:    "user_events",
+	Recs:      "recommendations",
+	Changelog: "hotpath-changelog",
+	Late:      "user_events_late",
+	DLQ:       "user_events_dlq",
+	Windows:   "user_session_windows",
+}
+
+// Config is the connection to a Kafka cluster.
+type Config struct {
+	Brokers           cli.Strings
+	Partitions        int
+	ReplicationFactor int
+	DialTimeout       time.Duration
+}
+
+// Register adds the Kafka flags.
+func (c *Config) Register(fs *cli.FlagSet) {
+	fs.Var(&c.Brokers, "kafka-brokers", "comma-separated Kafka seed brokers (host:port); empty runs an embedded in-process broker")
+	fs.Env("kafka-brokers", "CLICKREC_KAFKA_BROKERS")
+	fs.IntVar(&c.Partitions, "kafka-partitions", 4, "partitions of topics clickrec creates (user_events decides how far the hot path scales out)")
+	fs.Env("kafka-partitions", "CLICKREC_KAFKA_PARTITIONS")
+	fs.IntVar(&c.ReplicationFactor, "kafka-replication-factor", 1, "replication factor of topics clickrec creates (3 in production)")
+	fs.Env("kafka-replication-factor", "CLICKREC_KAFKA_REPLICATION_FACTOR")
+	fs.DurationVar(&c.DialTimeout, "kafka-dial-timeout", 10*time.Second, "how long to wait for the brokers at startup before giving up")
+	fs.Env("kafka-dial-timeout", "CLICKREC_KAFKA_DIAL_TIMEOUT")
+}
+
+// Validate checks the flag values.
+func (c *Config) Validate() error {
+	if c.Partitions < 1 || c.Partitions > 10000 {
+		return cli.Usagef("--kafka-partitions must be between 1 and 10000, got %d", c.Partitions)
+	}
+	if c.ReplicationFactor < 1 {
+		return cli.Usagef("--kafka-replication-factor must be at least 1, got %d", c.ReplicationFactor)
+	}
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, ":") {
+			return cli.Usagef("--kafka-brokers %q: want host:port", b)
+		}
+	}
+	return nil
+}
+
+// Opts are the client options every clickrec client starts from.
+func (c *Config) Opts(clientID string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(clientID),
+		kgo.DialTimeout(c.DialTimeout),
+	}
+}
+
+// Embedded is an in-process Kafka cluster (kfake) for the demo and unit tests.
+// It supports transactions and consumer groups, and keeps nothing on disk.
+type Embedded struct {
+	*kfake.Cluster
+}
+
+// StartEmbedded starts an embedded cluster with every topic of DefaultTopics
+// created with the given partition count, and points c at it.
+func StartEmbedded(c *Config, topics Topics) (*Embedded, error) {
+	cl, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.DefaultNumPartitions(c.Partitions),
+		kfake.SeedTopics(int32(c.Partitions), topics.names()...),
+		kfake.AllowAutoTopicCreation(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded Kafka broker: %w", err)
+	}
+	c.Brokers = cli.Strings(cl.ListenAddrs())
+	return &Embedded{cl}, nil
+}
+
+func (t Topics) names() []string {
+	return []string{string(t.Events), string(t.Recs), string(t.Changelog), string(t.Late), string(t.DLQ), string(t.Windows)}
+}
+
+// Ping checks that the brokers answer within the dial timeout. Its error tells the
+// user which flag to fix.
+func Ping(ctx context.Context, c *Config, cl *kgo.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	if err := cl.Ping(ctx); err != nil {
+		return cli.Usagef("cannot reach Kafka at %s: %v (check --kafka-brokers / CLICKREC_KAFKA_BROKERS, or leave it empty for the embedded broker)", strings.Join(c.Brokers, ","), err)
+	}
+	return nil
+}
+
+// EnsureTopics creates the topics that do not exist yet (idempotent) and checks
+// that the changelog is co-partitioned with the events topic: the hot path
+// restores partition p of its state from partition p of the changelog.
+func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) error {
+	adm := kadm.NewClient(cl)
+	compact := map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "min.compaction.lag.ms": kadm.StringPtr("60000")}
+	specs := []struct {
+		name    string
+		configs map[string]*string
+	}{
+		{string(t.Events), nil}, {string(t.Recs), nil}, {string(t.Changelog), compact},
+		{string(t.Late), nil}, {string(t.DLQ), nil}, {string(t.Windows), nil},
+	}
+	for _, s := range specs {
+		_, err := adm.CreateTopic(ctx, int32(c.Partitions), int16(c.ReplicationFactor), s.configs, s.name)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s: %w", s.name, err)
+		}
+	}
+	details, err := adm.ListTopics(ctx, string(t.Events), string(t.Changelog))
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", err)
+	}
+	ev, ch := details[string(t.Events)], details[string(t.Changelog)]
+	if ev.Err != nil || ch.Err != nil {
+		return fmt.Errorf("describing topics: %w", errors.Join(ev.Err, ch.Err))
+	}
+	if len(ev.Partitions) != len(ch.Partitions) {
+		return fmt.Errorf("topics are not co-partitioned: %s has %d partitions, %s has %d; the changelog must match the events topic",
+			t.Events, len(ev.Partitions), t.Changelog, len(ch.Partitions))
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Apache Kafka in KRaft mode (one combined broker+controller) from the Maven Central
+# jars, run with the machine's Java. No Docker, no distribution tarball.
+#
+#   scripts/kafka.sh install   fetch the jars into the cache (idempotent)
+#   scripts/kafka.sh start     format storage if needed, start, wait until ready
+#   scripts/kafka.sh stop      stop the broker started by start
+#   scripts/kafka.sh status
+#
+# Environment: CLICKREC_KAFKA_PORT (9092), CLICKREC_CACHE (~/.cache/clickrec),
+# CLICKREC_KAFKA_FRESH=1 wipes the data directory before starting.
+source "$(dirname "$0")/lib.sh"
+
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$(dirname "$0")/kafka/pom.xml")
+KAFKA_HOME="$CLICKREC_CACHE/kafka-$KAFKA_VERSION"
+PORT="${CLICKREC_KAFKA_PORT:-9092}"
+CPORT=$((PORT + 1))
+DATA="$CLICKREC_RUN/kafka-data-$PORT"
+NAME="kafka-$PORT"
+
+install() {
+  if [[ -f $KAFKA_HOME/.complete ]]; then return 0; fi
+  command -v java >/dev/null || die "java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
+  command -v mvn >/dev/null || die "mvn not found: apt-get install maven"
+  log "kafka: fetching org.apache.kafka:kafka_2.13:$KAFKA_VERSION and its runtime dependencies from Maven Central"
+  rm -rf "$KAFKA_HOME"
+  (cd "$(dirname "$0")/kafka" && mvn -q -B dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs") || die "maven could not fetch the Kafka jars"
+  touch "$KAFKA_HOME/.complete"
+  log "kafka: jars in $KAFKA_HOME/libs"
+}
+
+java_run() {
+  java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Dlog4j2.configurationFile="$DATA/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+start() {
+  install
+  if pid_alive "$NAME"; then log "kafka: already running on 127.0.0.1:$PORT"; return 0; fi
+  [[ ${CLICKREC_KAFKA_FRESH:-0} == 1 ]] && rm -rf "$DATA"
+  mkdir -p "$DATA/logs"
+  cat > "$DATA/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CPORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DATA/logs
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.segment.bytes=67108864
+PROPS
+  cat > "$DATA/log4j2.properties" <<'PROPS'
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka.server.KafkaServer
+logger.kafka.level=INFO
+logger.raft.name=kafka.server.KafkaRaftServer
+logger.raft.level=INFO
+PROPS
+  if [[ ! -f $DATA/logs/meta.properties ]]; then
+    log "kafka: formatting KRaft storage in $DATA/logs"
+    local id
+    id=$(java_run kafka.tools.StorageTool random-uuid)
+    java_run kafka.tools.StorageTool format -t "$id" -c "$DATA/server.properties" >"$CLICKREC_RUN/$NAME.log" 2>&1 ||
+      die "kafka storage format failed (see $CLICKREC_RUN/$NAME.log)"
+  fi
+  log "kafka: starting $KAFKA_VERSION on 127.0.0.1:$PORT (controller $CPORT)"
+  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Dlog4j2.configurationFile="$DATA/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$DATA/server.properties" \
+    >>"$CLICKREC_RUN/$NAME.log" 2>&1 </dev/null &
+  echo $! >"$CLICKREC_RUN/$NAME.pid"
+  wait_port 127.0.0.1 "$PORT" 90 "$NAME"
+  local i
+  for ((i = 0; i < 600; i++)); do
+    grep -q 'Kafka Server started' "$CLICKREC_RUN/$NAME.log" && break
+    pid_alive "$NAME" || die "kafka exited during start (log: $CLICKREC_RUN/$NAME.log)"
+    sleep 0.1
+  done
+  log "kafka: ready on 127.0.0.1:$PORT"
+}
+
+case "${1:-}" in
+install) install ;;
+start) start ;;
+stop) stop_pid "$NAME" ;;
+status) pid_alive "$NAME" && echo "kafka running on 127.0.0.1:$PORT" || { echo "kafka not running"; exit 1; } ;;
+*) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
