@@ -187,6 +187,11 @@ func (c *Click) Validate(now time.Time, lim Limits) error {
 			}
 		}
 	}
+	for i := 0; i < len(c.UserID); i++ {
+		if c.UserID[i] < 0x20 {
+			return &InvalidError{Reason: ReasonBadValue, Detail: "user_id contains a control character"}
+		}
+	}
 	if c.ItemID < 0 {
 		return &InvalidError{Reason: ReasonBadValue, Detail: fmt.Sprintf("item_id %d is negative", c.ItemID)}
 	}

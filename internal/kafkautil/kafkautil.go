@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -83,11 +84,21 @@ func (c *Config) Validate() error {
 
 // Opts are the client options every clickrec client starts from.
 func (c *Config) Opts(clientID string) []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.DialTimeout(c.DialTimeout),
 	}
+	// CLICKREC_KAFKA_CLIENT_LOG=debug|info|warn|error logs the Kafka client's own
+	// decisions (rebalances, transactions) to stderr, for troubleshooting.
+	if lvl, ok := clientLogLevels[os.Getenv("CLICKREC_KAFKA_CLIENT_LOG")]; ok {
+		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, lvl, func() string { return clientID + " " })))
+	}
+	return opts
+}
+
+var clientLogLevels = map[string]kgo.LogLevel{
+	"debug": kgo.LogLevelDebug, "info": kgo.LogLevelInfo, "warn": kgo.LogLevelWarn, "error": kgo.LogLevelError,
 }
 
 // Embedded is an in-process Kafka cluster (kfake) for the demo and unit tests.

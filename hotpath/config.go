@@ -1,0 +1,133 @@
+package hotpath
+
+import (
+	"os"
+	"time"
+
+	"github.com/clickrec/clickrec/internal/cli"
+	"github.com/clickrec/clickrec/internal/kafkautil"
+)
+
+// Config is the hot path's behaviour. The zero value is not usable; start from
+// DefaultConfig or Register the flags.
+type Config struct {
+	Group      string // consumer group of all hot path workers
+	InstanceID string // static group member id and transactional id suffix; unique per worker
+
+	OutOfOrderness  time.Duration // watermark = max event time − this
+	AllowedLateness time.Duration // late events within this still update state and windows
+	Window          time.Duration // tumbling window size
+	SessionTTL      time.Duration // a user idle this long (event time) is forgotten
+	SessionGap      time.Duration // without a session_id, a gap this long starts a new session
+	DwellCap        time.Duration // longest gap counted as time spent on a category
+	IdleTimeout     time.Duration // a partition without records this long stops holding windows back
+	RecentItems     int           // events kept per user (state, model input, Redis)
+	TopK            int           // recommendations per event
+	MaxPollRecords  int           // records per transaction at most
+	TxnTimeout      time.Duration // broker aborts a transaction left open this long
+	SessionTimeout  time.Duration // group session timeout: how fast a dead worker's partitions move
+	Limits          struct {
+		MaxRecordBytes int
+		MaxFutureSkew  time.Duration
+	}
+	Topics kafkautil.Topics
+
+	RedisTTL time.Duration // TTL of user:{id} keys in Redis
+}
+
+// DefaultConfig returns the documented defaults (DESIGN.md).
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	c := Config{
+		Group:           "clickrec-hotpath",
+		InstanceID:      host,
+		OutOfOrderness:  5 * time.Minute,
+		AllowedLateness: 5 * time.Minute,
+		Window:          time.Minute,
+		SessionTTL:      time.Hour,
+		SessionGap:      30 * time.Minute,
+		DwellCap:        5 * time.Minute,
+		IdleTimeout:     30 * time.Second,
+		RecentItems:     20,
+		TopK:            10,
+		MaxPollRecords:  2000,
+		TxnTimeout:      10 * time.Second,
+		SessionTimeout:  10 * time.Second,
+		Topics:          kafkautil.DefaultTopics,
+		RedisTTL:        time.Hour,
+	}
+	c.Limits.MaxRecordBytes = 16 << 10
+	c.Limits.MaxFutureSkew = time.Minute
+	return c
+}
+
+// Register adds the hot path flags to fs, with defaults from c.
+func (c *Config) Register(fs *cli.FlagSet) {
+	fs.StringVar(&c.Group, "group", c.Group, "consumer group shared by all hot path workers")
+	fs.Env("group", "CLICKREC_HOTPATH_GROUP")
+	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "this worker's static member id; its transactional id is derived from it, so a restarted worker fences its predecessor at once. Unique per worker, stable across restarts")
+	fs.Env("instance-id", "CLICKREC_HOTPATH_INSTANCE_ID")
+	fs.DurationVar(&c.OutOfOrderness, "out-of-orderness", c.OutOfOrderness, "bounded out-of-orderness: watermark = max event time − this")
+	fs.Env("out-of-orderness", "CLICKREC_HOTPATH_OUT_OF_ORDERNESS")
+	fs.DurationVar(&c.AllowedLateness, "allowed-lateness", c.AllowedLateness, "events behind the watermark by at most this update state and re-fire their window; later ones go to the late topic")
+	fs.Env("allowed-lateness", "CLICKREC_HOTPATH_ALLOWED_LATENESS")
+	fs.DurationVar(&c.Window, "window", c.Window, "tumbling event-time window per user")
+	fs.Env("window", "CLICKREC_HOTPATH_WINDOW")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", c.SessionTTL, "forget a user idle this long (event time): tombstone in the changelog, delete from Redis")
+	fs.Env("session-ttl", "CLICKREC_HOTPATH_SESSION_TTL")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a partition without records this long (processing time) follows the worker's most advanced watermark")
+	fs.Env("idle-timeout", "CLICKREC_HOTPATH_IDLE_TIMEOUT")
+	fs.IntVar(&c.RecentItems, "recent-items", c.RecentItems, "events kept per user")
+	fs.Env("recent-items", "CLICKREC_HOTPATH_RECENT_ITEMS")
+	fs.IntVar(&c.TopK, "top-k", c.TopK, "recommendations per event")
+	fs.Env("top-k", "CLICKREC_HOTPATH_TOP_K")
+	fs.IntVar(&c.MaxPollRecords, "max-poll-records", c.MaxPollRecords, "records per transaction at most")
+	fs.Env("max-poll-records", "CLICKREC_HOTPATH_MAX_POLL_RECORDS")
+	fs.DurationVar(&c.TxnTimeout, "txn-timeout", c.TxnTimeout, "transaction timeout: the broker aborts a transaction of a dead worker after this")
+	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
+	fs.Env("session-timeout", "CLICKREC_HOTPATH_SESSION_TIMEOUT")
+}
+
+// Validate checks the values and says what to fix.
+func (c *Config) Validate() error {
+	if c.Group == "" {
+		return cli.Usagef("--group must not be empty")
+	}
+	if c.InstanceID == "" {
+		return cli.Usagef("--instance-id must not be empty (use a name stable across restarts, e.g. the pod name)")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"out-of-orderness", c.OutOfOrderness}, {"window", c.Window}, {"session-ttl", c.SessionTTL},
+		{"idle-timeout", c.IdleTimeout}, {"txn-timeout", c.TxnTimeout}, {"session-timeout", c.SessionTimeout},
+	} {
+		if err := cli.Positive(d.name, d.v); err != nil {
+			return err
+		}
+	}
+	if c.AllowedLateness < 0 {
+		return cli.Usagef("--allowed-lateness must not be negative, got %v", c.AllowedLateness)
+	}
+	if c.Window%time.Millisecond != 0 || c.Window < time.Second {
+		return cli.Usagef("--window must be a whole number of milliseconds, at least 1s, got %v", c.Window)
+	}
+	if c.SessionTTL <= c.Window+c.AllowedLateness {
+		return cli.Usagef("--session-ttl (%v) must exceed --window + --allowed-lateness (%v)", c.SessionTTL, c.Window+c.AllowedLateness)
+	}
+	if c.RecentItems < 1 || c.RecentItems > 1000 {
+		return cli.Usagef("--recent-items must be between 1 and 1000, got %d", c.RecentItems)
+	}
+	if c.TopK < 1 || c.TopK > 100 {
+		return cli.Usagef("--top-k must be between 1 and 100, got %d", c.TopK)
+	}
+	if c.MaxPollRecords < 1 {
+		return cli.Usagef("--max-poll-records must be positive, got %d", c.MaxPollRecords)
+	}
+	if c.TxnTimeout < time.Second {
+		return cli.Usagef("--txn-timeout must be at least 1s, got %v", c.TxnTimeout)
+	}
+	return nil
+}

@@ -1,0 +1,503 @@
+package hotpath
+
+import (
+	"encoding/binary"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/model"
+)
+
+// Outcome labels of recsys_hotpath_events_total.
+const (
+	outcomeOnTime  = "on_time"
+	outcomeLate    = "late_updated"
+	outcomeTooLate = "too_late"
+	outcomeInvalid = "invalid"
+)
+
+// Strategies of a recommendation.
+const (
+	StrategyModel           = "model"
+	StrategyCategoryPopular = "category_popular"
+	StrategyGlobalPopular   = "global_popular"
+)
+
+// watermarkKey is the changelog key of a partition's watermark. User ids cannot
+// contain control characters (event.Validate), so it never collides with a user.
+const watermarkKey = "\x00watermark"
+
+// partition is the state of one assigned user_events partition.
+type partition struct {
+	id     int32
+	users  map[string]*userState
+	maxTs  int64 // newest event time seen
+	wm     int64 // watermark, ms; math.MinInt64 before the first event
+	timers timerHeap
+
+	lastRecord time.Time // processing time of the last record, for idleness
+	wmDirty    bool      // watermark changed in this batch
+	touched    map[string]struct{}
+}
+
+func newPartition(id int32) *partition {
+	return &partition{id: id, users: map[string]*userState{}, maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
+}
+
+// pendingRec is an on-time click waiting for the batch to be scored.
+type pendingRec struct {
+	click     event.Click
+	recordTs  time.Time
+	part      int32
+	user      *userState
+	itemsOff  int // into processor.items/weights
+	itemsLen  int
+	exclOff   int
+	exclLen   int
+	useModel  bool
+	seqAtTime uint64
+}
+
+// processor turns one poll's records into the transaction's output records and
+// the Redis writes to run once it commits. It owns no Kafka client, so it is
+// tested directly. Not safe for concurrent use.
+type processor struct {
+	cfg     *Config
+	parts   map[int32]*partition
+	serving *Serving
+	pop     *Popularity
+	now     func() time.Time
+	m       *metrics
+
+	out     []*kgo.Record // records of the current transaction
+	pending []pendingRec
+	items   []int32
+	weights []float32
+	excl    []int32
+	inputs  []model.Input
+	scored  [][]model.Rec
+	effects map[string]redisEffect // by user, the latest wins
+	click   event.Click
+	buf     []byte
+	// e2e latency samples: input record timestamps of the batch's on-time events.
+	recordTimes []time.Time
+}
+
+func newProcessor(cfg *Config, m *metrics) *processor {
+	return &processor{cfg: cfg, parts: map[int32]*partition{}, now: time.Now, m: m, effects: map[string]redisEffect{}}
+}
+
+// begin resets the per-transaction buffers.
+func (p *processor) begin() {
+	clear(p.out)
+	p.out = p.out[:0]
+	p.pending = p.pending[:0]
+	p.items = p.items[:0]
+	p.weights = p.weights[:0]
+	p.excl = p.excl[:0]
+	clear(p.effects)
+	p.recordTimes = p.recordTimes[:0]
+}
+
+// process handles one input record of partition part (already restored).
+func (p *processor) process(part *partition, r *kgo.Record) {
+	now := p.now()
+	part.lastRecord = now
+	c := &p.click
+	err := event.DecodeInto(c, r.Value, now, event.Limits{
+		MaxRecordBytes: p.cfg.Limits.MaxRecordBytes, MaxFutureSkew: p.cfg.Limits.MaxFutureSkew, MaxIDLen: event.DefaultLimits.MaxIDLen,
+	})
+	if err == nil {
+		err = c.CheckKey(r.Key)
+	}
+	if err != nil {
+		p.deadLetter(r, err)
+		return
+	}
+	ts := c.TimestampMs
+	lateBound := part.wm - p.cfg.AllowedLateness.Milliseconds()
+	if part.wm != math.MinInt64 && ts < lateBound {
+		p.m.events.WithLabelValues(outcomeTooLate).Inc()
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Late), Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
+			{Key: "reason", Value: []byte("too_late")},
+			{Key: "watermark_ms", Value: strconv.AppendInt(nil, part.wm, 10)},
+			{Key: "source", Value: sourceOf(r)},
+		}})
+		return
+	}
+	onTime := ts >= part.wm
+	u := part.users[c.UserID]
+	if u == nil {
+		u = &userState{id: c.UserID}
+		part.users[c.UserID] = u
+	}
+	u.dropClosedWindows(part.wm - p.cfg.AllowedLateness.Milliseconds() - p.cfg.Window.Milliseconds())
+	prevLast := u.lastTs
+	w := u.apply(c, p.cfg)
+	part.touched[c.UserID] = struct{}{}
+	if w.fired == 0 && w.events() == 1 {
+		part.timers.add(timer{at: w.start + p.cfg.Window.Milliseconds(), kind: timerFire, user: u.id, arg: w.start})
+	}
+	if u.lastTs != prevLast {
+		part.timers.add(timer{at: u.lastTs + p.cfg.SessionTTL.Milliseconds(), kind: timerExpire, user: u.id})
+	}
+	if !onTime {
+		p.m.events.WithLabelValues(outcomeLate).Inc()
+		if w.fired > 0 { // its result is out already: re-fire with the late event counted
+			p.emitWindow(part, u, w)
+		}
+	} else {
+		p.m.events.WithLabelValues(outcomeOnTime).Inc()
+		p.enqueueRec(part, u, c, r.Timestamp)
+	}
+	if ts > part.maxTs {
+		part.maxTs = ts
+		if wm := ts - p.cfg.OutOfOrderness.Milliseconds(); wm > part.wm {
+			part.wm = wm
+			part.wmDirty = true
+		}
+	}
+}
+
+func sourceOf(r *kgo.Record) []byte {
+	b := append([]byte(r.Topic), '/')
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, '/')
+	return strconv.AppendInt(b, r.Offset, 10)
+}
+
+func (p *processor) deadLetter(r *kgo.Record, err error) {
+	p.m.events.WithLabelValues(outcomeInvalid).Inc()
+	reason := event.ReasonOf(err)
+	p.m.dlq.WithLabelValues(string(reason)).Inc()
+	detail := err.Error()
+	if len(detail) > 512 {
+		detail = detail[:512]
+	}
+	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.DLQ), Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
+		{Key: "reason", Value: []byte(reason)},
+		{Key: "detail", Value: []byte(detail)},
+		{Key: "source", Value: sourceOf(r)},
+	}})
+}
+
+// dropClosedWindows forgets windows that no event can reach any more.
+func (u *userState) dropClosedWindows(beforeStart int64) {
+	i := 0
+	for i < len(u.windows) && u.windows[i].start < beforeStart && u.windows[i].fired > 0 {
+		i++
+	}
+	if i > 0 {
+		u.windows = slices.Delete(u.windows, 0, i)
+	}
+}
+
+// enqueueRec snapshots the session as model input; the batch is scored in finish.
+func (p *processor) enqueueRec(part *partition, u *userState, c *event.Click, recordTs time.Time) {
+	pr := pendingRec{click: *c, recordTs: recordTs, part: part.id, user: u, seqAtTime: u.seq}
+	s := p.serving
+	pr.itemsOff, pr.exclOff = len(p.items), len(p.excl)
+	if s != nil {
+		n := len(u.recent)
+		for i, re := range u.recent {
+			idx, ok := s.Model.Index(re.item)
+			if !ok {
+				continue
+			}
+			p.items = append(p.items, idx)
+			p.weights = append(p.weights, SessionWeight(re.typ, n-1-i))
+		}
+		for _, it := range u.purchased {
+			if idx, ok := s.Model.Index(it); ok {
+				p.excl = append(p.excl, idx)
+			}
+		}
+		if idx, ok := s.Model.Index(c.ItemID); ok {
+			p.excl = append(p.excl, idx)
+		}
+	}
+	pr.itemsLen, pr.exclLen = len(p.items)-pr.itemsOff, len(p.excl)-pr.exclOff
+	pr.useModel = pr.itemsLen > 0
+	p.pending = append(p.pending, pr)
+}
+
+// Event-type weights and recency decay of the session fold-in.
+var typeWeight = [...]float32{event.View: 1, event.Cart: 3, event.Purchase: 5}
+
+const recencyDecay = 0.8
+
+// SessionWeight is the fold-in weight of a session event: by type, decayed by its
+// age rank (0 = newest).
+func SessionWeight(t event.Type, age int) float32 {
+	w := typeWeight[t]
+	for range age {
+		w *= recencyDecay
+	}
+	return w
+}
+
+// finish scores the batch, appends the recommendation records, the changelog
+// records of every touched user and partition, and the window results the
+// watermarks release. It returns the records of the transaction.
+func (p *processor) finish() ([]*kgo.Record, error) {
+	if err := p.scoreBatch(); err != nil {
+		return nil, err
+	}
+	for _, part := range p.parts {
+		p.fireTimers(part)
+		p.writeChangelog(part)
+	}
+	return p.out, nil
+}
+
+func (p *processor) scoreBatch() error {
+	nowMs := p.now().UnixMilli()
+	k := p.cfg.TopK
+	p.inputs = p.inputs[:0]
+	for i := range p.pending {
+		pr := &p.pending[i]
+		if pr.useModel {
+			p.inputs = append(p.inputs, model.Input{
+				Items:   p.items[pr.itemsOff : pr.itemsOff+pr.itemsLen],
+				Weights: p.weights[pr.itemsOff : pr.itemsOff+pr.itemsLen],
+				Exclude: p.excl[pr.exclOff : pr.exclOff+pr.exclLen],
+			})
+		}
+	}
+	for len(p.scored) < len(p.inputs) {
+		p.scored = append(p.scored, make([]model.Rec, 0, k))
+	}
+	if len(p.inputs) > 0 {
+		start := time.Now()
+		if err := p.serving.Scorer.Score(p.inputs, k, p.scored[:len(p.inputs)]); err != nil {
+			return err
+		}
+		p.m.inference.Observe(time.Since(start).Seconds())
+		p.m.batch.Observe(float64(len(p.inputs)))
+	}
+	j := 0
+	for i := range p.pending {
+		pr := &p.pending[i]
+		b := p.buf[:0]
+		b = append(b, `{"event_id":`...)
+		b = event.AppendJSONString(b, pr.click.EventID)
+		b = append(b, `,"user_id":`...)
+		b = event.AppendJSONString(b, pr.click.UserID)
+		b = append(b, `,"items":[`...)
+		var strategy, version string
+		if pr.useModel {
+			recs := p.scored[j]
+			j++
+			strategy, version = StrategyModel, p.serving.Version
+			for n, r := range recs {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = appendItem(b, p.serving.Model.ItemIDs[r.Index], r.Score)
+			}
+		} else {
+			var items []Scored
+			items, strategy = p.pop.Fallback(pr.click.Category, k, pr.user.purchased, pr.click.ItemID)
+			if p.serving != nil {
+				version = p.serving.Version
+			}
+			for n, it := range items {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = appendItem(b, it.ItemID, it.Score)
+			}
+		}
+		p.m.recs.WithLabelValues(strategy).Inc()
+		b = append(b, `],"strategy":"`...)
+		b = append(b, strategy...)
+		b = append(b, `","model_version":`...)
+		b = event.AppendJSONString(b, version)
+		b = append(b, `,"event_time_ms":`...)
+		b = strconv.AppendInt(b, pr.click.TimestampMs, 10)
+		b = append(b, `,"processed_at_ms":`...)
+		b = strconv.AppendInt(b, nowMs, 10)
+		b = append(b, '}')
+		p.buf = b
+		val := slices.Clone(b)
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: []byte(pr.click.UserID), Value: val})
+		p.recordTimes = append(p.recordTimes, pr.recordTs)
+		if pr.seqAtTime == pr.user.seq { // the user's newest event in this batch: its recs are the latest
+			e := p.effects[pr.user.id]
+			e.recs = val
+			p.effects[pr.user.id] = e
+		}
+	}
+	return nil
+}
+
+func appendItem(b []byte, id int64, score float32) []byte {
+	b = append(b, `{"item_id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"score":`...)
+	if math.IsInf(float64(score), 0) || math.IsNaN(float64(score)) {
+		score = 0
+	}
+	b = strconv.AppendFloat(b, float64(score), 'g', 6, 32)
+	return append(b, '}')
+}
+
+// fireTimers emits the windows and expires the users the watermark has passed.
+func (p *processor) fireTimers(part *partition) {
+	for {
+		t, ok := part.timers.popDue(part.wm)
+		if !ok {
+			return
+		}
+		u := part.users[t.user]
+		if u == nil {
+			continue
+		}
+		switch t.kind {
+		case timerFire:
+			i, found := slices.BinarySearchFunc(u.windows, t.arg, func(w window, s int64) int { return cmpInt(w.start, s) })
+			if found && u.windows[i].fired == 0 {
+				p.emitWindow(part, u, &u.windows[i])
+				part.touched[u.id] = struct{}{}
+			}
+		case timerExpire:
+			if u.lastTs+p.cfg.SessionTTL.Milliseconds() <= part.wm {
+				delete(part.users, u.id)
+				delete(part.touched, u.id)
+				p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(u.id)})
+				p.effects[u.id] = redisEffect{expire: true}
+				p.m.expired.Inc()
+			}
+		}
+	}
+}
+
+// emitWindow writes a window result: its counts so far and how often it fired.
+func (p *processor) emitWindow(part *partition, u *userState, w *window) {
+	w.fired++
+	w.dirty = false
+	b := p.buf[:0]
+	b = append(b, `{"user_id":`...)
+	b = event.AppendJSONString(b, u.id)
+	b = append(b, `,"window_start_ms":`...)
+	b = strconv.AppendInt(b, w.start, 10)
+	b = append(b, `,"window_end_ms":`...)
+	b = strconv.AppendInt(b, w.start+p.cfg.Window.Milliseconds(), 10)
+	b = append(b, `,"events":`...)
+	b = strconv.AppendUint(b, uint64(w.events()), 10)
+	b = append(b, `,"by_type":{"view":`...)
+	b = strconv.AppendUint(b, uint64(w.byType[0]), 10)
+	b = append(b, `,"cart":`...)
+	b = strconv.AppendUint(b, uint64(w.byType[1]), 10)
+	b = append(b, `,"purchase":`...)
+	b = strconv.AppendUint(b, uint64(w.byType[2]), 10)
+	b = append(b, `},"by_category":{`...)
+	for i, c := range w.byCat {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = event.AppendJSONString(b, c.cat)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(c.n), 10)
+	}
+	b = append(b, `},"session_events":`...)
+	b = strconv.AppendUint(b, uint64(u.sessionEvts), 10)
+	b = append(b, `,"session_length_ms":`...)
+	b = strconv.AppendInt(b, u.lastTs-u.sessionStart, 10)
+	b = append(b, `,"revision":`...)
+	b = strconv.AppendUint(b, uint64(w.fired), 10)
+	b = append(b, '}')
+	p.buf = b
+	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Windows), Key: []byte(u.id), Value: slices.Clone(b)})
+	p.m.windows.Inc()
+	if w.fired > 1 {
+		p.m.refired.Inc()
+	}
+}
+
+// writeChangelog appends the new state of every user touched in this batch and
+// the partition's watermark, to the partition of the changelog with the same
+// number as the input partition (the topics are co-partitioned).
+func (p *processor) writeChangelog(part *partition) {
+	for id := range part.touched {
+		u := part.users[id]
+		if u == nil {
+			continue
+		}
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(id), Value: u.appendBinary(nil)})
+		e := p.effects[id]
+		e.seq = u.seq
+		e.features = u.appendFeatures(nil, part.wm)
+		e.events = u.appendRecentJSON(nil)
+		p.effects[id] = e
+	}
+	clear(part.touched)
+	if part.wmDirty {
+		v := binary.AppendVarint(nil, part.maxTs)
+		v = binary.AppendVarint(v, part.wm)
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(watermarkKey), Value: v})
+		part.wmDirty = false
+	}
+}
+
+// advanceIdle moves the watermark of partitions without records for
+// IdleTimeout up to the most advanced watermark of this worker, so an idle
+// partition does not hold its windows and expiries back forever.
+func (p *processor) advanceIdle() bool {
+	now := p.now()
+	maxWm := int64(math.MinInt64)
+	for _, part := range p.parts {
+		maxWm = max(maxWm, part.wm)
+	}
+	moved := false
+	for _, part := range p.parts {
+		if part.wm < maxWm && now.Sub(part.lastRecord) >= p.cfg.IdleTimeout {
+			part.wm = maxWm
+			part.wmDirty = true
+			moved = true
+		}
+	}
+	return moved
+}
+
+// restoreRecord applies one changelog record during restore.
+func (part *partition) restoreRecord(cfg *Config, key, value []byte) error {
+	if string(key) == watermarkKey {
+		d := &decoder{b: value}
+		maxTs, wm := d.varint(), d.varint()
+		if d.err != nil {
+			return d.err
+		}
+		part.maxTs, part.wm = maxTs, wm
+		return nil
+	}
+	if value == nil {
+		delete(part.users, string(key))
+		return nil
+	}
+	u, err := decodeState(string(key), value)
+	if err != nil {
+		return err
+	}
+	part.users[u.id] = u
+	return nil
+}
+
+// rebuildTimers recreates the partition's timers from restored state.
+func (part *partition) rebuildTimers(cfg *Config) {
+	part.timers = part.timers[:0]
+	for _, u := range part.users {
+		part.timers = append(part.timers, timer{at: u.lastTs + cfg.SessionTTL.Milliseconds(), kind: timerExpire, user: u.id})
+		for _, w := range u.windows {
+			if w.fired == 0 {
+				part.timers = append(part.timers, timer{at: w.start + cfg.Window.Milliseconds(), kind: timerFire, user: u.id, arg: w.start})
+			}
+		}
+	}
+	heapInit(&part.timers)
+}

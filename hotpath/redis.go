@@ -1,0 +1,169 @@
+package hotpath
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisEffect is what a committed transaction asks of the feature store for one
+// user: the newest state, or its removal after the TTL.
+type redisEffect struct {
+	seq      uint64
+	features []byte
+	events   []byte
+	recs     []byte // nil: keep the stored recommendations
+	expire   bool
+}
+
+// UserKey is the Redis key of a user's feature store entry, a hash with fields
+// events (JSON array, newest last), features (JSON), recs (the latest
+// recommendation record) and seq.
+func UserKey(user string) string { return "user:{" + user + "}" }
+
+// writeIfNewer stores a user's entry only if its seq is newer than the stored
+// one: a replay after a crash writes the same value, and a slow former owner of
+// the partition cannot overwrite what the new owner wrote.
+var writeIfNewer = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local seq = tonumber(ARGV[1])
+if seq < cur then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'features', ARGV[2], 'events', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[4]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if ARGV[4] ~= '' then redis.call('PUBLISH', 'recs:' .. ARGV[6], ARGV[4]) end
+return 1
+`)
+
+// redisWriter writes committed effects to Redis in the background. Writes are
+// coalesced per user (only the newest matters), so while Redis is down the
+// backlog is bounded by the number of users, nothing blocks the stream, and
+// everything is caught up when Redis returns.
+type redisWriter struct {
+	rc  *redis.Client
+	ttl time.Duration
+	m   *metrics
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]redisEffect
+	wake    chan struct{}
+}
+
+func newRedisWriter(rc *redis.Client, ttl time.Duration, m *metrics, log *slog.Logger) *redisWriter {
+	return &redisWriter{rc: rc, ttl: ttl, m: m, log: log, pending: map[string]redisEffect{}, wake: make(chan struct{}, 1)}
+}
+
+// enqueue hands over the effects of a committed transaction. It never blocks.
+func (w *redisWriter) enqueue(effects map[string]redisEffect) {
+	if w == nil || len(effects) == 0 {
+		return
+	}
+	w.mu.Lock()
+	for u, e := range effects {
+		if old, ok := w.pending[u]; ok && e.recs == nil && !e.expire {
+			e.recs = old.recs // keep a not-yet-written recommendation
+		}
+		w.pending[u] = e
+	}
+	n := len(w.pending)
+	w.mu.Unlock()
+	w.m.redisQueue.Set(float64(n))
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run writes pending effects until ctx ends, then makes one last attempt.
+func (w *redisWriter) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			w.flush(fctx)
+			cancel()
+			return
+		case <-w.wake:
+		}
+		for {
+			if err := w.flush(ctx); err == nil {
+				backoff = 50 * time.Millisecond
+				break
+			} else if ctx.Err() != nil {
+				break
+			} else {
+				w.log.Warn("redis write failed; retrying in the background", "err", err, "backoff", backoff)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+}
+
+const redisBatch = 256
+
+func (w *redisWriter) flush(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		batch := make(map[string]redisEffect, min(len(w.pending), redisBatch))
+		for u, e := range w.pending {
+			batch[u] = e
+			delete(w.pending, u)
+			if len(batch) == redisBatch {
+				break
+			}
+		}
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			w.m.redisQueue.Set(0)
+			return nil
+		}
+		pipe := w.rc.Pipeline()
+		ttl := w.ttl.Milliseconds()
+		for u, e := range batch {
+			if e.expire {
+				pipe.Del(ctx, UserKey(u))
+				continue
+			}
+			writeIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.seq, e.features, e.events, e.recs, ttl, u)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && !isNoScript(err) {
+			w.m.redisWrites.WithLabelValues("error").Add(float64(len(batch)))
+			w.requeue(batch)
+			return err
+		}
+		if err != nil { // the script was not cached yet: load it and retry the batch
+			if lerr := writeIfNewer.Load(ctx, w.rc).Err(); lerr != nil {
+				w.requeue(batch)
+				return lerr
+			}
+			w.requeue(batch)
+			continue
+		}
+		w.m.redisWrites.WithLabelValues("ok").Add(float64(len(batch)))
+	}
+}
+
+// requeue puts a failed batch back unless a newer effect arrived meanwhile.
+func (w *redisWriter) requeue(batch map[string]redisEffect) {
+	w.mu.Lock()
+	for u, e := range batch {
+		if _, newer := w.pending[u]; !newer {
+			w.pending[u] = e
+		}
+	}
+	n := len(w.pending)
+	w.mu.Unlock()
+	w.m.redisQueue.Set(float64(n))
+}
+
+func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }

@@ -1,0 +1,98 @@
+package hotpath
+
+import (
+	"cmp"
+	"slices"
+	"sync/atomic"
+
+	"github.com/clickrec/clickrec/model"
+)
+
+// Serving is the model the hot path scores with: the catalogue, a scorer over it
+// and the registry version stamped on every recommendation it makes.
+type Serving struct {
+	Version string
+	Model   *model.Model
+	Scorer  model.Scorer
+}
+
+// Scored is an item with a score, as in a popularity table.
+type Scored struct {
+	ItemID int64   `json:"item_id"`
+	Score  float32 `json:"score"`
+}
+
+// Popularity is the cold-start fallback: top items per category and overall.
+// Tables are replaced whole (atomically), never mutated.
+type Popularity struct {
+	Version    string              `json:"version"`
+	Global     []Scored            `json:"global"`
+	ByCategory map[string][]Scored `json:"by_category"`
+}
+
+// Fallback returns up to k items for a shopper without usable history: the
+// category's top items, topped up from the global list; excluded items (bought,
+// the current one) are skipped. strategy says which table supplied the first item.
+func (p *Popularity) Fallback(category string, k int, bought []int64, current int64) ([]Scored, string) {
+	if p == nil {
+		return nil, StrategyGlobalPopular
+	}
+	out := make([]Scored, 0, k)
+	skip := func(id int64) bool {
+		if id == current || slices.Contains(bought, id) {
+			return true
+		}
+		for _, o := range out {
+			if o.ItemID == id {
+				return true
+			}
+		}
+		return false
+	}
+	strategy := StrategyGlobalPopular
+	for _, it := range p.ByCategory[category] {
+		if len(out) == k {
+			break
+		}
+		if !skip(it.ItemID) {
+			out = append(out, it)
+			strategy = StrategyCategoryPopular
+		}
+	}
+	for _, it := range p.Global {
+		if len(out) == k {
+			break
+		}
+		if !skip(it.ItemID) {
+			out = append(out, it)
+		}
+	}
+	return out, strategy
+}
+
+// PopularityFromModel derives a global table from a model's prior, for when no
+// popularity table has been published yet.
+func PopularityFromModel(m *model.Model, k int) *Popularity {
+	idx := make([]int, m.NumItems())
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(m.Prior[b], m.Prior[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	p := &Popularity{Version: "model-prior", ByCategory: map[string][]Scored{}}
+	for _, i := range idx[:min(k*4, len(idx))] {
+		p.Global = append(p.Global, Scored{ItemID: m.ItemIDs[i], Score: m.Prior[i]})
+	}
+	return p
+}
+
+// swapper hands a new model or popularity table to the processing loop, which
+// picks it up between batches.
+type swapper struct {
+	serving atomic.Pointer[Serving]
+	pop     atomic.Pointer[Popularity]
+}

@@ -1,0 +1,301 @@
+package hotpath
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/model"
+)
+
+// bruteScorer is a reference scorer for tests: u = Σ w P[item]; score = u·Y + prior.
+type bruteScorer struct{ m *model.Model }
+
+func (s bruteScorer) Score(batch []model.Input, k int, out [][]model.Rec) error {
+	K := s.m.K
+	for b, in := range batch {
+		u := make([]float32, K)
+		for j, it := range in.Items {
+			for d := range K {
+				u[d] += in.Weights[j] * s.m.Projection[int(it)*K+d]
+			}
+		}
+		var all []model.Rec
+		for i := range s.m.NumItems() {
+			skip := false
+			for _, e := range in.Exclude {
+				skip = skip || int(e) == i
+			}
+			if skip {
+				continue
+			}
+			sc := s.m.Prior[i]
+			for d := range K {
+				sc += u[d] * s.m.Factors[i*K+d]
+			}
+			all = append(all, model.Rec{Index: int32(i), Score: sc})
+		}
+		sort.SliceStable(all, func(a, c int) bool { return all[a].Score > all[c].Score })
+		out[b] = append(out[b][:0], all[:min(k, len(all))]...)
+	}
+	return nil
+}
+func (bruteScorer) Close() error { return nil }
+
+func randomModel(n, k int, seed uint64) *model.Model {
+	r := rand.New(rand.NewPCG(seed, 1))
+	m := &model.Model{Version: "test-v1", K: k}
+	for i := range n {
+		m.ItemIDs = append(m.ItemIDs, int64(1000+i))
+		m.Prior = append(m.Prior, r.Float32()*0.1)
+		for range k {
+			m.Factors = append(m.Factors, r.Float32()-0.5)
+			m.Projection = append(m.Projection, r.Float32()-0.5)
+		}
+	}
+	return m
+}
+
+type harness struct {
+	t      *testing.T
+	kcfg   kafkautil.Config
+	cfg    Config
+	topics kafkautil.Topics
+	cl     *kgo.Client
+}
+
+func newHarness(t *testing.T, brokers []string, partitions int) *harness {
+	t.Helper()
+	kcfg := kafkautil.Config{Brokers: brokers, Partitions: partitions, ReplicationFactor: 1, DialTimeout: 10 * time.Second}
+	if len(brokers) == 0 {
+		e, err := kafkautil.StartEmbedded(&kcfg, kafkautil.DefaultTopics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+	}
+	p := testenv.Name("hp")
+	topics := kafkautil.Topics{Events: kafkautil.Stream(p + "-events"), Recs: kafkautil.Stream(p + "-recs"),
+		Changelog: kafkautil.Table(p + "-changelog"), Late: kafkautil.Stream(p + "-late"),
+		DLQ: kafkautil.Stream(p + "-dlq"), Windows: kafkautil.Stream(p + "-windows")}
+	cl, err := kgo.NewClient(kcfg.Opts("hotpath-test")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := kafkautil.EnsureTopics(testenv.Context(t, 30*time.Second), &kcfg, cl, topics); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Group = p + "-group"
+	cfg.Topics = topics
+	cfg.TxnTimeout = 5 * time.Second
+	cfg.SessionTimeout = 6 * time.Second
+	return &harness{t: t, kcfg: kcfg, cfg: cfg, topics: topics, cl: cl}
+}
+
+// startWorker runs a worker until the returned stop function is called.
+func (h *harness) startWorker(instance string, m *model.Model) (stop func()) {
+	h.t.Helper()
+	cfg := h.cfg
+	cfg.InstanceID = instance
+	w, err := New(cfg, h.kcfg, Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if m != nil {
+		w.SetServing(&Serving{Version: m.Version, Model: m, Scorer: bruteScorer{m}})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := w.Run(ctx); err != nil {
+			h.t.Errorf("worker %s: %v", instance, err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	h.t.Cleanup(stop)
+	return stop
+}
+
+func (h *harness) produce(recs ...*kgo.Record) {
+	h.t.Helper()
+	for _, r := range recs {
+		if r.Topic == "" {
+			r.Topic = string(h.topics.Events)
+		}
+	}
+	if err := h.cl.ProduceSync(testenv.Context(h.t, 20*time.Second), recs...).FirstErr(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// readUntil consumes topic read_committed until done returns true for what was read.
+func (h *harness) readUntil(topic kafkautil.Stream, timeout time.Duration, done func([]*kgo.Record) bool) []*kgo.Record {
+	h.t.Helper()
+	cl, err := kgo.NewClient(append(h.kcfg.Opts("hotpath-test-reader"),
+		kgo.ConsumeTopics(string(topic)), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := testenv.Context(h.t, timeout)
+	var got []*kgo.Record
+	for !done(got) {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			h.t.Fatalf("reading %s: got %d records before timeout", topic, len(got))
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+	}
+	return got
+}
+
+func click(id, user string, typ event.Type, item int64, cat string, ts int64) *kgo.Record {
+	c := event.Click{EventID: id, UserID: user, SessionID: "s-" + user, Type: typ, ItemID: item, Category: cat, Price: 1, TimestampMs: ts}
+	return &kgo.Record{Key: []byte(user), Value: c.AppendJSON(nil)}
+}
+
+type recOut struct {
+	EventID string `json:"event_id"`
+	UserID  string `json:"user_id"`
+	Items   []struct {
+		ItemID int64   `json:"item_id"`
+		Score  float32 `json:"score"`
+	} `json:"items"`
+	Strategy     string `json:"strategy"`
+	ModelVersion string `json:"model_version"`
+	EventTimeMs  int64  `json:"event_time_ms"`
+}
+
+func TestWorkerOutputs(t *testing.T) {
+	h := newHarness(t, nil, 2)
+	m := randomModel(50, 8, 1)
+	h.startWorker("w1", m)
+
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	min := int64(60_000)
+	h.produce(
+		click("e1", "alice", event.View, 1001, "c1", base),
+		click("e2", "alice", event.Cart, 1002, "c1", base+1000),
+		click("e3", "bob", event.View, 99999, "c2", base+2000),     // unknown item: popularity
+		click("e4", "alice", event.View, 1003, "c1", base+10*min), // advances alice's partition watermark to base+5min
+		click("e5", "alice", event.View, 1004, "c1", base+3*min),  // late (behind the watermark), within lateness
+		click("e6", "alice", event.View, 1005, "c1", base-1*min),  // too late: before watermark − 5 min
+		&kgo.Record{Key: []byte("carol"), Value: []byte(`{"event_id":"bad1","user_id":"carol","event_type":"like","item_id":1,"timestamp_ms":1}`)},
+		&kgo.Record{Key: []byte("carol"), Value: []byte(`not json`)},
+	)
+	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 4 })
+	byEvent := map[string]recOut{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatalf("recommendation is not JSON: %v: %s", err, r.Value)
+		}
+		if _, dup := byEvent[o.EventID]; dup {
+			t.Fatalf("two recommendations for %s", o.EventID)
+		}
+		if string(r.Key) != o.UserID {
+			t.Fatalf("recommendation keyed %q for user %q", r.Key, o.UserID)
+		}
+		byEvent[o.EventID] = o
+	}
+	for _, id := range []string{"e1", "e2", "e3", "e4"} {
+		if _, ok := byEvent[id]; !ok {
+			t.Fatalf("no recommendation for on-time event %s; got %v", id, byEvent)
+		}
+	}
+	for _, id := range []string{"e5", "e6"} {
+		if _, ok := byEvent[id]; ok {
+			t.Fatalf("late event %s got a recommendation", id)
+		}
+	}
+	if o := byEvent["e2"]; o.Strategy != StrategyModel || len(o.Items) != 10 || o.ModelVersion != "test-v1" {
+		t.Fatalf("e2: %+v, want 10 model items of test-v1", o)
+	}
+	for _, it := range byEvent["e2"].Items {
+		if it.ItemID == 1002 {
+			t.Fatal("recommended the item being carted")
+		}
+	}
+	if o := byEvent["e3"]; o.Strategy != StrategyGlobalPopular || len(o.Items) != 10 {
+		t.Fatalf("e3 (unknown item, no history): %+v, want 10 popular items", o)
+	}
+	late := h.readUntil(h.topics.Late, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
+	if len(late) != 1 || !strings.Contains(string(late[0].Value), `"e6"`) {
+		t.Fatalf("late topic: %d records, want e6 only", len(late))
+	}
+	dlq := h.readUntil(h.topics.DLQ, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 2 })
+	reasons := map[string]bool{}
+	for _, r := range dlq {
+		for _, hd := range r.Headers {
+			if hd.Key == "reason" {
+				reasons[string(hd.Value)] = true
+			}
+		}
+	}
+	if !reasons[string(event.ReasonUnknownType)] || !reasons[string(event.ReasonMalformedJSON)] {
+		t.Fatalf("DLQ reasons %v, want unknown_event_type and malformed_json", reasons)
+	}
+	// alice's window [base, base+1m) is past the watermark: it fired, and the late
+	// event e5 falls in a later window that the watermark has passed too.
+	wins := h.readUntil(h.topics.Windows, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
+	if !strings.Contains(string(wins[0].Value), `"user_id":"alice"`) {
+		t.Fatalf("first window result: %s", wins[0].Value)
+	}
+}
+
+// TestWorkerRestartExactlyOnce stops and restarts workers while events flow and
+// checks that every event got exactly one recommendation.
+func TestWorkerRestartExactlyOnce(t *testing.T) {
+	h := newHarness(t, nil, 4)
+	m := randomModel(200, 8, 2)
+	const n = 600
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	var all []*kgo.Record
+	for i := range n {
+		u := fmt.Sprintf("u%d", i%37)
+		all = append(all, click(fmt.Sprintf("ev%d", i), u, event.View, int64(1000+i%200), "c1", base+int64(i)))
+	}
+	stop1 := h.startWorker("a", m)
+	h.produce(all[:200]...)
+	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 50 })
+	stop1()
+	stop2 := h.startWorker("b", m)
+	h.produce(all[200:400]...)
+	h.startWorker("a", m)
+	h.produce(all[400:]...)
+	recs := h.readUntil(h.topics.Recs, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= n })
+	stop2()
+	seen := map[string]int{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		seen[o.EventID]++
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
+			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
+		}
+	}
+	if len(recs) != n {
+		t.Fatalf("%d recommendations for %d events", len(recs), n)
+	}
+}

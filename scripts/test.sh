@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the real servers the
+# integration tests use (Kafka KRaft, redis-server, Temporal dev server), runs
+# every Go test with CI semantics for missing servers, and stops what it started.
+#
+#   scripts/test.sh [go test args...]     default: ./...
+#
+# CLICKREC_TEST_SHORT=1 adds -short (skips the slow end-to-end scenarios).
+source "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+
+started=()
+cleanup() {
+  local s
+  for s in "${started[@]}"; do "$here/$s.sh" stop || true; done
+}
+trap cleanup EXIT
+
+log "test: installing what is missing"
+"$here/deps.sh"
+
+for s in kafka redis temporal; do
+  if ! "$here/$s.sh" status >/dev/null 2>&1; then
+    "$here/$s.sh" start
+    started+=("$s")
+  else
+    log "test: $s already running, reusing it"
+  fi
+done
+
+export CLICKREC_TEST_KAFKA_BROKERS="127.0.0.1:${CLICKREC_KAFKA_PORT:-9092}"
+export CLICKREC_TEST_REDIS_ADDR="127.0.0.1:${CLICKREC_REDIS_PORT:-6379}"
+export CLICKREC_TEST_TEMPORAL_ADDR="127.0.0.1:${CLICKREC_TEMPORAL_PORT:-7233}"
+CLICKREC_ONNXRUNTIME_LIB=$("$here/onnxruntime.sh" install)
+export CLICKREC_ONNXRUNTIME_LIB
+CLICKREC_TEMPORAL_BIN=$("$here/temporal.sh" install)
+export CLICKREC_TEMPORAL_BIN
+# Missing servers fail tests instead of skipping them (see internal/testenv).
+export CI="${CI:-true}"
+
+cd "$root"
+args=("$@")
+((${#args[@]})) || args=(./...)
+short=()
+[[ ${CLICKREC_TEST_SHORT:-0} == 1 ]] && short=(-short)
+log "test: go vet"
+go vet ./...
+log "test: go test ${short[*]} ${args[*]}"
+go test -count=1 -timeout 40m "${short[@]}" "${args[@]}"
