@@ -123,7 +123,7 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 	lateBound := part.wm - p.cfg.AllowedLateness.Milliseconds()
 	if part.wm != math.MinInt64 && ts < lateBound {
 		p.m.events.WithLabelValues(outcomeTooLate).Inc()
-		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Late), Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Late), Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: []kgo.RecordHeader{
 			{Key: "reason", Value: []byte("too_late")},
 			{Key: "watermark_ms", Value: strconv.AppendInt(nil, part.wm, 10)},
 			{Key: "source", Value: sourceOf(r)},
@@ -179,7 +179,7 @@ func (p *processor) deadLetter(r *kgo.Record, err error) {
 	if len(detail) > 512 {
 		detail = detail[:512]
 	}
-	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.DLQ), Key: r.Key, Value: r.Value, Headers: []kgo.RecordHeader{
+	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.DLQ), Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: []kgo.RecordHeader{
 		{Key: "reason", Value: []byte(reason)},
 		{Key: "detail", Value: []byte(detail)},
 		{Key: "source", Value: sourceOf(r)},
@@ -325,7 +325,9 @@ func (p *processor) scoreBatch() error {
 		b = append(b, '}')
 		p.buf = b
 		val := slices.Clone(b)
-		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: []byte(pr.click.UserID), Value: val})
+		// Like Kafka Streams, an output carries its input's timestamp: a reader of
+		// recommendations sees click→recommendation latency as now − timestamp.
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: []byte(pr.click.UserID), Value: val, Timestamp: pr.recordTs})
 		p.recordTimes = append(p.recordTimes, pr.recordTs)
 		if pr.seqAtTime == pr.user.seq { // the user's newest event in this batch: its recs are the latest
 			e := p.effects[pr.user.id]

@@ -189,14 +189,14 @@ func TestWorkerOutputs(t *testing.T) {
 	h.startWorker("w1", m)
 
 	base := time.Now().Add(-time.Hour).UnixMilli()
-	min := int64(60_000)
+	minute := int64(60_000)
 	h.produce(
 		click("e1", "alice", event.View, 1001, "c1", base),
 		click("e2", "alice", event.Cart, 1002, "c1", base+1000),
-		click("e3", "bob", event.View, 99999, "c2", base+2000),     // unknown item: popularity
-		click("e4", "alice", event.View, 1003, "c1", base+10*min), // advances alice's partition watermark to base+5min
-		click("e5", "alice", event.View, 1004, "c1", base+3*min),  // late (behind the watermark), within lateness
-		click("e6", "alice", event.View, 1005, "c1", base-1*min),  // too late: before watermark − 5 min
+		click("e3", "bob", event.View, 99999, "c2", base+2000),       // unknown item: popularity
+		click("e4", "alice", event.View, 1003, "c1", base+10*minute), // advances alice's partition watermark to base+5min
+		click("e5", "alice", event.View, 1004, "c1", base+3*minute),  // late (behind the watermark), within lateness
+		click("e6", "alice", event.View, 1005, "c1", base-1*minute),  // too late: before watermark − 5 min
 		&kgo.Record{Key: []byte("carol"), Value: []byte(`{"event_id":"bad1","user_id":"carol","event_type":"like","item_id":1,"timestamp_ms":1}`)},
 		&kgo.Record{Key: []byte("carol"), Value: []byte(`not json`)},
 	)

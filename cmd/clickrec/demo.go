@@ -1,0 +1,222 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/clickrec/clickrec/gen"
+	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/internal/cli"
+	"github.com/clickrec/clickrec/internal/kafkautil"
+)
+
+func init() {
+	register(command{name: "demo", synopsis: "run everything on an embedded Kafka broker and print what flows (no servers needed)", run: runDemo})
+}
+
+func runDemo(ctx context.Context, args []string) error {
+	var (
+		hf       hotpathFlags
+		rate     float64
+		duration time.Duration
+		users    int
+		every    int
+	)
+	fs := newFlagSet("demo", `The one-command demo. Starts an in-process Kafka broker (franz-go's kfake),
+a hot path worker, and the synthetic shop generator; prints recommendations
+as they are committed, with their click→recommendation latency, and a summary
+every few seconds. Ctrl-C stops it. Point --redis-addr at a redis-server to
+also fill the feature store (off by default: the demo needs no servers).`)
+	hf.register(fs)
+	hf.noRedis = true
+	fs.Float64Var(&rate, "rate", 200, "clicks per second from the synthetic shop")
+	fs.DurationVar(&duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	fs.IntVar(&users, "users", 2000, "shoppers in the synthetic shop")
+	fs.IntVar(&every, "print-every", 0, "print one recommendation in this many (0: about 5 per second)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cli.Positive("rate", rate); err != nil {
+		return err
+	}
+	if err := cli.Positive("users", users); err != nil {
+		return err
+	}
+	if every <= 0 {
+		every = max(1, int(rate/5))
+	}
+	log, err := hf.log.Logger()
+	if err != nil {
+		return err
+	}
+	if duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, duration)
+		defer cancel()
+	}
+	hf.kafka.Brokers = nil
+	emb, err := kafkautil.StartEmbedded(&hf.kafka, hf.cfg.Topics)
+	if err != nil {
+		return err
+	}
+	defer emb.Close()
+	log.Info("embedded Kafka broker started", "brokers", hf.kafka.Brokers, "partitions", hf.kafka.Partitions)
+
+	shop := gen.DefaultConfig()
+	shop.Users = users
+	pop, err := warmPopularity(shop, 50_000, hf.cfg.TopK)
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	workerReady := make(chan struct{})
+	g.Go(func() error {
+		return serveHotpath(gctx, &hf, log, func(w *hotpath.Worker) {
+			w.SetPopularity(pop)
+			close(workerReady)
+		})
+	})
+	g.Go(func() error {
+		select {
+		case <-workerReady:
+		case <-gctx.Done():
+			return nil
+		}
+		src, err := gen.NewSynthetic(shop)
+		if err != nil {
+			return err
+		}
+		cl, err := kgo.NewClient(append(hf.kafka.Opts("clickrec-demo-gen"), kgo.DefaultProduceTopic(string(hf.cfg.Topics.Events)))...)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		clock := &gen.SystemClock{}
+		_, err = gen.Run(gctx, gen.RunConfig{
+			Source: src, Sink: gen.NewKafkaSink(cl, string(hf.cfg.Topics.Events)),
+			Pacer: gen.NewPacer(clock, clock.Now(), gen.ConstantRate(rate)),
+			Log:   log.With("component", "gen"), ProgressEvery: 10 * time.Second,
+		})
+		return err
+	})
+	g.Go(func() error { return printRecs(gctx, &hf, os.Stdout, every) })
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// warmPopularity builds a popularity table from a sample of the synthetic shop,
+// standing in for the RefreshPopularity workflow, which the demo does not run.
+func warmPopularity(cfg gen.Config, n, k int) (*hotpath.Popularity, error) {
+	cfg.LateShare, cfg.InvalidShare = 0, 0
+	src, err := gen.NewSynthetic(cfg)
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		cat  string
+		item int64
+	}
+	counts := map[key]float32{}
+	var r gen.Record
+	t := time.Now().Add(-time.Hour)
+	for i := 0; i < n && src.Next(&r, t); i++ {
+		t = t.Add(10 * time.Millisecond)
+		counts[key{r.Click.Category, r.Click.ItemID}] += hotpath.SessionWeight(r.Click.Type, 0)
+	}
+	global := map[int64]float32{}
+	byCat := map[string][]hotpath.Scored{}
+	for k, c := range counts {
+		global[k.item] += c
+		byCat[k.cat] = append(byCat[k.cat], hotpath.Scored{ItemID: k.item, Score: c})
+	}
+	top := func(s []hotpath.Scored) []hotpath.Scored {
+		slices.SortFunc(s, func(a, b hotpath.Scored) int {
+			return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.ItemID, b.ItemID))
+		})
+		return s[:min(len(s), k*2)]
+	}
+	p := &hotpath.Popularity{Version: "demo-warmup", ByCategory: map[string][]hotpath.Scored{}}
+	for c, s := range byCat {
+		p.ByCategory[c] = top(s)
+	}
+	var gl []hotpath.Scored
+	for id, c := range global {
+		gl = append(gl, hotpath.Scored{ItemID: id, Score: c})
+	}
+	p.Global = top(gl)
+	return p, nil
+}
+
+// printRecs follows the recommendations topic (read_committed) and prints a
+// sample of them, and a summary every 5 seconds.
+func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int) error {
+	cl, err := kgo.NewClient(append(hf.kafka.Opts("clickrec-demo-reader"),
+		kgo.ConsumeTopics(string(hf.cfg.Topics.Recs)),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var (
+		n         int
+		lat       []float64
+		strategy  = map[string]int{}
+		lastPrint = time.Now()
+	)
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var rec struct {
+				EventID  string `json:"event_id"`
+				UserID   string `json:"user_id"`
+				Strategy string `json:"strategy"`
+				Model    string `json:"model_version"`
+				Items    []struct {
+					ItemID int64 `json:"item_id"`
+				} `json:"items"`
+			}
+			if json.Unmarshal(r.Value, &rec) != nil {
+				return
+			}
+			n++
+			strategy[rec.Strategy]++
+			// A recommendation carries its click's record timestamp: now − timestamp is
+			// click→recommendation, as a reader of the topic sees it.
+			l := float64(time.Since(r.Timestamp).Microseconds()) / 1000
+			lat = append(lat, l)
+			if n%every == 0 {
+				ids := make([]string, 0, len(rec.Items))
+				for _, it := range rec.Items {
+					ids = append(ids, strconv.FormatInt(it.ItemID, 10))
+				}
+				fmt.Fprintf(w, "%-8s %-10s → %-16s %v\n", rec.UserID, rec.EventID, rec.Strategy, ids)
+			}
+		})
+		if time.Since(lastPrint) >= 5*time.Second && len(lat) > 0 {
+			slices.Sort(lat)
+			q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+			fmt.Fprintf(w, "── %d recommendations so far · last 5 s: %d, click→rec p50 %.1f ms p95 %.1f ms · strategies %v\n",
+				n, len(lat), q(0.5), q(0.95), strategy)
+			lat = lat[:0]
+			lastPrint = time.Now()
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/internal/cli"
+	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/redisutil"
+)
+
+func init() {
+	register(command{name: "hotpath", synopsis: "run a stream worker: clicks in, top-10 recommendations out, exactly once", run: runHotpath})
+}
+
+type hotpathFlags struct {
+	log      cli.Logging
+	kafka    kafkautil.Config
+	redis    redisutil.Config
+	noRedis  bool
+	cfg      hotpath.Config
+	httpAddr string
+	model    modelFlags
+}
+
+func (f *hotpathFlags) register(fs *cli.FlagSet) {
+	f.cfg = hotpath.DefaultConfig()
+	f.log.Register(fs)
+	f.kafka.Register(fs)
+	f.redis.Register(fs)
+	fs.BoolVar(&f.noRedis, "no-redis", false, "run without the Redis feature store (recommendations still go to Kafka)")
+	fs.Env("no-redis", "CLICKREC_NO_REDIS")
+	f.cfg.Register(fs)
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (ready once every owned partition is restored)")
+	fs.Env("http-addr", "CLICKREC_HTTP_ADDR")
+	f.model.register(fs)
+}
+
+func runHotpath(ctx context.Context, args []string) error {
+	var f hotpathFlags
+	fs := newFlagSet("hotpath", `Run a hot path worker. It joins the hot path consumer group on user_events,
+keeps per-user session state (restored from hotpath-changelog), scores each
+on-time click with the serving model (or the popularity fallback) and writes,
+in one Kafka transaction per poll: recommendations, window results, late and
+dead-letter side outputs, the state changelog and the consumed offsets.
+After each commit it updates the Redis feature store (user:{id}).
+
+Start as many workers as user_events has partitions, each with its own
+--instance-id (stable across restarts).`)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := f.kafka.Validate(); err != nil {
+		return err
+	}
+	if err := f.cfg.Validate(); err != nil {
+		return err
+	}
+	log, err := f.log.Logger()
+	if err != nil {
+		return err
+	}
+	if len(f.kafka.Brokers) == 0 {
+		return cli.Usagef("--kafka-brokers is required for hotpath (the embedded broker lives only inside `clickrec demo`)")
+	}
+	return serveHotpath(ctx, &f, log, nil)
+}
+
+// serveHotpath runs a worker with its HTTP endpoints until ctx ends. ready, if
+// not nil, is called with the worker once it is created.
+func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready func(*hotpath.Worker)) error {
+	admin, err := kgo.NewClient(f.kafka.Opts("clickrec-hotpath-admin")...)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	if err := kafkautil.Ping(ctx, &f.kafka, admin); err != nil {
+		return err
+	}
+	if err := kafkautil.EnsureTopics(ctx, &f.kafka, admin, f.cfg.Topics); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := hotpath.Options{Logger: log, Registry: reg}
+	if !f.noRedis {
+		rc := f.redis.Client()
+		defer rc.Close()
+		if err := redisutil.Ping(ctx, &f.redis, rc); err != nil {
+			return err
+		}
+		opts.Redis = rc
+	}
+	w, err := hotpath.New(f.cfg, f.kafka, opts)
+	if err != nil {
+		return err
+	}
+	if err := f.model.load(ctx, w, opts.Redis, reg, log); err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(w)
+	}
+	ln, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return cli.Usagef("--http-addr %s: %v", f.httpAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if !w.Ready() {
+			http.Error(rw, "restoring state or not yet assigned", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("serving metrics and health", "addr", "http://"+ln.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	if opts.Redis != nil {
+		g.Go(func() error { w.WatchPopularity(gctx, opts.Redis, 30*time.Second); return nil })
+	}
+	g.Go(func() error {
+		err := w.Run(gctx)
+		if err == nil {
+			err = context.Canceled // stop the other goroutines
+		}
+		return err
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("hot path worker stopped")
+	return nil
+}
