@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
@@ -107,10 +108,14 @@ func newHarness(t *testing.T, brokers []string, partitions int) *harness {
 
 // startWorker runs a worker until the returned stop function is called.
 func (h *harness) startWorker(instance string, m *model.Model) (stop func()) {
+	return h.startWorkerWith(instance, m, Options{})
+}
+
+func (h *harness) startWorkerWith(instance string, m *model.Model, opts Options) (stop func()) {
 	h.t.Helper()
 	cfg := h.cfg
 	cfg.InstanceID = instance
-	w, err := New(cfg, h.kcfg, Options{})
+	w, err := New(cfg, h.kcfg, opts)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -263,7 +268,12 @@ func TestWorkerOutputs(t *testing.T) {
 // TestWorkerRestartExactlyOnce stops and restarts workers while events flow and
 // checks that every event got exactly one recommendation.
 func TestWorkerRestartExactlyOnce(t *testing.T) {
-	h := newHarness(t, nil, 4)
+	t.Run("embedded", func(t *testing.T) { restartExactlyOnce(t, nil) })
+	t.Run("kafka", func(t *testing.T) { restartExactlyOnce(t, testenv.KafkaBrokers(t)) })
+}
+
+func restartExactlyOnce(t *testing.T, brokers []string) {
+	h := newHarness(t, brokers, 4)
 	m := randomModel(200, 8, 2)
 	const n = 600
 	base := time.Now().Add(-time.Minute).UnixMilli()
@@ -297,5 +307,61 @@ func TestWorkerRestartExactlyOnce(t *testing.T) {
 	}
 	if len(recs) != n {
 		t.Fatalf("%d recommendations for %d events", len(recs), n)
+	}
+}
+
+// TestFeatureStore checks that committed state reaches Redis: recent events,
+// features and the latest recommendation per user.
+func TestFeatureStore(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	h := newHarness(t, nil, 2)
+	m := randomModel(30, 4, 3)
+	h.startWorkerWith("w1", m, Options{Redis: rc})
+	user := testenv.Name("fs-user")
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	ctx := testenv.Context(t, 20*time.Second)
+	defer rc.Del(context.Background(), UserKey(user))
+	// The feature store publishes each user's new recommendations after writing them.
+	sub := rc.Subscribe(ctx, "recs:"+user)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(click("f1", user, event.View, 1001, "c1", base), click("f2", user, event.Cart, 1002, "c2", base+5000))
+	for {
+		msg, err := sub.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("no recommendation for f2 published: %v", err)
+		}
+		if strings.Contains(msg.Payload, `"event_id":"f2"`) {
+			break
+		}
+	}
+	fields, err := rc.HGetAll(ctx, UserKey(user)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields["seq"] != "2" {
+		t.Fatalf("seq %q, want 2", fields["seq"])
+	}
+	var events []map[string]any
+	if err := json.Unmarshal([]byte(fields["events"]), &events); err != nil || len(events) != 2 {
+		t.Fatalf("events field %q: %v", fields["events"], err)
+	}
+	var rec recOut
+	if err := json.Unmarshal([]byte(fields["recs"]), &rec); err != nil || rec.EventID != "f2" {
+		t.Fatalf("recs field holds %q (%v), want the recommendation for f2", fields["recs"], err)
+	}
+	var feat map[string]any
+	if err := json.Unmarshal([]byte(fields["features"]), &feat); err != nil {
+		t.Fatal(err)
+	}
+	if feat["session_events"].(float64) != 2 || feat["session_length_ms"].(float64) != 5000 {
+		t.Fatalf("features %v", feat)
+	}
+	if ttl := rc.PTTL(ctx, UserKey(user)).Val(); ttl <= 0 {
+		t.Fatalf("user entry has no TTL (%v)", ttl)
 	}
 }
