@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/model"
 )
@@ -84,6 +85,16 @@ type processor struct {
 	effects map[string]redisEffect // by user, the latest wins
 	click   event.Click
 	buf     []byte
+	// arena holds every byte slice of the current transaction's records and
+	// Redis effects. A fresh one per transaction (sized by the last), so the
+	// slices handed to the Kafka client and the Redis writer are never reused.
+	arena     []byte
+	arenaLast int
+	types     []event.Type
+	wscratch  []float32
+	// live drift profile of the current transaction, merged into the worker's
+	// profile only when it commits (nil without a reference).
+	live drift.LiveSet
 	// e2e latency samples: input record timestamps of the batch's on-time events.
 	recordTimes []time.Time
 }
@@ -102,6 +113,22 @@ func (p *processor) begin() {
 	p.excl = p.excl[:0]
 	clear(p.effects)
 	p.recordTimes = p.recordTimes[:0]
+	p.arenaLast = max(p.arenaLast, len(p.arena))
+	p.arena = make([]byte, 0, max(4096, p.arenaLast+p.arenaLast/4))
+}
+
+// keep copies b into the arena and returns the copy.
+func (p *processor) keep(b []byte) []byte {
+	start := len(p.arena)
+	p.arena = append(p.arena, b...)
+	return p.arena[start:len(p.arena):len(p.arena)]
+}
+
+// keepString is keep for a string.
+func (p *processor) keepString(s string) []byte {
+	start := len(p.arena)
+	p.arena = append(p.arena, s...)
+	return p.arena[start:len(p.arena):len(p.arena)]
 }
 
 // process handles one input record of partition part (already restored).
@@ -203,15 +230,17 @@ func (p *processor) enqueueRec(part *partition, u *userState, c *event.Click, re
 	s := p.serving
 	pr.itemsOff, pr.exclOff = len(p.items), len(p.excl)
 	if s != nil {
-		n := len(u.recent)
-		for i, re := range u.recent {
-			idx, ok := s.Model.Index(re.item)
-			if !ok {
-				continue
+		// Fold in the session's items the model knows, weighted by event type and
+		// recency exactly as the model was trained (m.Weighting).
+		p.types = p.types[:0]
+		for _, re := range u.recent {
+			if idx, ok := s.Model.Index(re.item); ok {
+				p.items = append(p.items, idx)
+				p.types = append(p.types, re.typ)
 			}
-			p.items = append(p.items, idx)
-			p.weights = append(p.weights, SessionWeight(re.typ, n-1-i))
 		}
+		p.wscratch = s.Model.Weighting.Weights(p.types, p.wscratch)
+		p.weights = append(p.weights, p.wscratch...)
 		for _, it := range u.purchased {
 			if idx, ok := s.Model.Index(it); ok {
 				p.excl = append(p.excl, idx)
@@ -224,21 +253,6 @@ func (p *processor) enqueueRec(part *partition, u *userState, c *event.Click, re
 	pr.itemsLen, pr.exclLen = len(p.items)-pr.itemsOff, len(p.excl)-pr.exclOff
 	pr.useModel = pr.itemsLen > 0
 	p.pending = append(p.pending, pr)
-}
-
-// Event-type weights and recency decay of the session fold-in.
-var typeWeight = [...]float32{event.View: 1, event.Cart: 3, event.Purchase: 5}
-
-const recencyDecay = 0.8
-
-// SessionWeight is the fold-in weight of a session event: by type, decayed by its
-// age rank (0 = newest).
-func SessionWeight(t event.Type, age int) float32 {
-	w := typeWeight[t]
-	for range age {
-		w *= recencyDecay
-	}
-	return w
 }
 
 // finish scores the batch, appends the recommendation records, the changelog
@@ -314,6 +328,13 @@ func (p *processor) scoreBatch() error {
 			}
 		}
 		p.m.recs.WithLabelValues(strategy).Inc()
+		if p.live != nil {
+			top1, has := 0.0, pr.useModel && len(p.scored[j-1]) > 0
+			if has {
+				top1 = float64(p.scored[j-1][0].Score)
+			}
+			drift.ObserveStrategy(p.live, strategy, top1, has)
+		}
 		b = append(b, `],"strategy":"`...)
 		b = append(b, strategy...)
 		b = append(b, `","model_version":`...)
@@ -324,10 +345,10 @@ func (p *processor) scoreBatch() error {
 		b = strconv.AppendInt(b, nowMs, 10)
 		b = append(b, '}')
 		p.buf = b
-		val := slices.Clone(b)
+		val := p.keep(b)
 		// Like Kafka Streams, an output carries its input's timestamp: a reader of
 		// recommendations sees click→recommendation latency as now − timestamp.
-		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: []byte(pr.click.UserID), Value: val, Timestamp: pr.recordTs})
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: p.keepString(pr.click.UserID), Value: val, Timestamp: pr.recordTs})
 		p.recordTimes = append(p.recordTimes, pr.recordTs)
 		if pr.seqAtTime == pr.user.seq { // the user's newest event in this batch: its recs are the latest
 			e := p.effects[pr.user.id]
@@ -415,10 +436,21 @@ func (p *processor) emitWindow(part *partition, u *userState, w *window) {
 	b = strconv.AppendUint(b, uint64(w.fired), 10)
 	b = append(b, '}')
 	p.buf = b
-	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Windows), Key: []byte(u.id), Value: slices.Clone(b)})
+	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Windows), Key: p.keepString(u.id), Value: p.keep(b)})
 	p.m.windows.Inc()
 	if w.fired > 1 {
 		p.m.refired.Inc()
+	} else if p.live != nil { // a re-fired window is not counted twice
+		for _, c := range w.byCat {
+			p.live.ObserveCategorical(drift.FeatureCategoryMix, c.cat, uint64(c.n))
+		}
+		for i, n := range w.byType {
+			if n > 0 {
+				p.live.ObserveCategorical(drift.FeatureEventTypeMix, event.Type(i+1).String(), uint64(n))
+			}
+		}
+		p.live.ObserveNumeric(drift.FeatureSessionLength, float64(u.lastTs-u.sessionStart))
+		p.live.ObserveNumeric(drift.FeatureWindowEvents, float64(w.events()))
 	}
 }
 
@@ -431,11 +463,14 @@ func (p *processor) writeChangelog(part *partition) {
 		if u == nil {
 			continue
 		}
-		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(id), Value: u.appendBinary(nil)})
+		p.buf = u.appendBinary(p.buf[:0])
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: p.keepString(id), Value: p.keep(p.buf)})
 		e := p.effects[id]
 		e.seq = u.seq
-		e.features = u.appendFeatures(nil, part.wm)
-		e.events = u.appendRecentJSON(nil)
+		p.buf = u.appendFeatures(p.buf[:0], part.wm)
+		e.features = p.keep(p.buf)
+		p.buf = u.appendRecentJSON(p.buf[:0])
+		e.events = p.keep(p.buf)
 		p.effects[id] = e
 	}
 	clear(part.touched)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/model"
 )
 
@@ -14,6 +15,10 @@ type Serving struct {
 	Version string
 	Model   *model.Model
 	Scorer  model.Scorer
+	// Reference are the drift reference profiles recorded when the model was
+	// trained; the worker counts its live profiles against them. Nil: no
+	// live profiles.
+	Reference drift.ReferenceSet
 }
 
 // Scored is an item with a score, as in a popularity table.

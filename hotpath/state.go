@@ -315,3 +315,28 @@ func decodeState(id string, b []byte) (*userState, error) {
 	}
 	return u, nil
 }
+
+// StateSummary is what tests and tools may read of a changelog record.
+type StateSummary struct {
+	User        string
+	Seq         uint64 // events applied to this user
+	RecentItems []int64
+	LastEventMs int64
+}
+
+// DecodeChangelog decodes a user's changelog value. ok is false for the
+// partition watermark record (not a user).
+func DecodeChangelog(key, value []byte) (s StateSummary, ok bool, err error) {
+	if string(key) == watermarkKey {
+		return s, false, nil
+	}
+	u, err := decodeState(string(key), value)
+	if err != nil {
+		return s, false, err
+	}
+	s = StateSummary{User: u.id, Seq: u.seq, LastEventMs: u.lastTs}
+	for _, r := range u.recent {
+		s.RecentItems = append(s.RecentItems, r.item)
+	}
+	return s, true, nil
+}

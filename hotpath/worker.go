@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 )
 
@@ -43,6 +44,9 @@ type Worker struct {
 	mu       sync.Mutex // guards assigned and revoked, written by group callbacks
 	assigned map[int32]bool
 	revoked  map[int32]bool
+
+	liveMu sync.Mutex
+	live   drift.LiveSet // committed observations since the last publish
 }
 
 // Options are a Worker's collaborators.
@@ -88,9 +92,10 @@ func (w *Worker) TransactionalID() string { return w.cfg.Group + "-" + w.cfg.Ins
 func (w *Worker) Run(ctx context.Context) error {
 	if w.rw != nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { w.rw.run(rctx); close(done) }()
-		defer func() { cancel(); <-done }()
+		done := make(chan struct{}, 2)
+		go func() { w.rw.run(rctx); done <- struct{}{} }()
+		go func() { w.publishLive(rctx, time.Minute); done <- struct{}{} }()
+		defer func() { cancel(); <-done; <-done }()
 	}
 	base := w.kafka.Opts("clickrec-hotpath-" + w.cfg.InstanceID)
 	if err := w.fence(ctx, base); err != nil {
@@ -242,6 +247,14 @@ func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error
 			}
 			current = s
 			p.serving = s
+			p.live = nil
+			w.liveMu.Lock()
+			w.live = nil
+			if s != nil && s.Reference != nil {
+				p.live = s.Reference.NewLive()
+				w.live = s.Reference.NewLive()
+			}
+			w.liveMu.Unlock()
 			w.m.modelVer.Reset()
 			if s != nil {
 				w.m.modelVer.WithLabelValues(s.Version).Set(1)
@@ -304,7 +317,18 @@ func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error
 				w.m.e2e.Observe(now.Sub(t).Seconds())
 			}
 			w.rw.enqueue(p.effects)
+			if p.live != nil {
+				w.liveMu.Lock()
+				if w.live != nil {
+					_ = w.live.Merge(p.live) // same reference: cannot mismatch
+				}
+				w.liveMu.Unlock()
+				p.live.Reset()
+			}
 		} else {
+			if p.live != nil {
+				p.live.Reset()
+			}
 			w.m.txns.WithLabelValues("aborted").Inc()
 			if ctx.Err() != nil {
 				return nil

@@ -56,7 +56,7 @@ func (bruteScorer) Close() error { return nil }
 
 func randomModel(n, k int, seed uint64) *model.Model {
 	r := rand.New(rand.NewPCG(seed, 1))
-	m := &model.Model{Version: "test-v1", K: k}
+	m := &model.Model{Version: "test-v1", K: k, Weighting: model.DefaultWeighting}
 	for i := range n {
 		m.ItemIDs = append(m.ItemIDs, int64(1000+i))
 		m.Prior = append(m.Prior, r.Float32()*0.1)

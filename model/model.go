@@ -19,6 +19,9 @@ type Model struct {
 	Projection []float32
 	// Prior is added to every item's score (log popularity, scaled), NumItems long.
 	Prior []float32
+	// Weighting is the event-type and recency weighting the model was trained
+	// with; the hot path computes Input.Weights with m.Weighting.Weights.
+	Weighting Weighting
 
 	index map[int64]int32
 }

@@ -15,6 +15,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v npm >/dev/null || missing+=(npm)
+# Debian's ONNX checker validates exported models in model/onnx's tests.
+/usr/bin/python3 -c 'import onnx' 2>/dev/null || missing+=(python3-onnx)
 if ((${#missing[@]})); then apt_install "${missing[@]}"; else log "deps: Debian packages present"; fi
 
 "$here/kafka.sh" install

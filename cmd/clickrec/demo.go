@@ -19,6 +19,7 @@ import (
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/model"
 )
 
 func init() {
@@ -135,7 +136,7 @@ func warmPopularity(cfg gen.Config, n, k int) (*hotpath.Popularity, error) {
 	t := time.Now().Add(-time.Hour)
 	for i := 0; i < n && src.Next(&r, t); i++ {
 		t = t.Add(10 * time.Millisecond)
-		counts[key{r.Click.Category, r.Click.ItemID}] += hotpath.SessionWeight(r.Click.Type, 0)
+		counts[key{r.Click.Category, r.Click.ItemID}] += model.DefaultWeighting.TypeWeight(r.Click.Type)
 	}
 	global := map[int64]float32{}
 	byCat := map[string][]hotpath.Scored{}

@@ -1,0 +1,292 @@
+package drift
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// Names of the standard features, as used in ReferenceSet, LiveSet, Result
+// and the recsys_drift_psi{feature} metric.
+const (
+	// FeatureCategoryMix (categorical): the category of every event in a
+	// window, weighted by its count in the window's by_category.
+	FeatureCategoryMix = "category_mix"
+	// FeatureEventTypeMix (categorical): view / cart / purchase, weighted by
+	// the window's by_type counts.
+	FeatureEventTypeMix = "event_type_mix"
+	// FeatureSessionLength (numeric, ms): session_length_ms, once per window.
+	FeatureSessionLength = "session_length_ms"
+	// FeatureWindowEvents (numeric): events in a 1-minute window (the dwell
+	// proxy), once per window.
+	FeatureWindowEvents = "window_events"
+	// FeatureTop1Score (numeric): the score of the first item of a model
+	// recommendation. Popularity fallbacks score on another scale and are
+	// left out; their share shows in FeatureStrategyMix.
+	FeatureTop1Score = "top1_score"
+	// FeatureStrategyMix (categorical): model / category_popular /
+	// global_popular, once per recommendation.
+	FeatureStrategyMix = "strategy_mix"
+)
+
+// StrategyModel is the recommendation strategy whose top-1 scores are profiled.
+const StrategyModel = "model"
+
+// StandardFeatures returns the names of the standard features with their kinds.
+func StandardFeatures() map[string]Kind {
+	return map[string]Kind{
+		FeatureCategoryMix:   Categorical,
+		FeatureEventTypeMix:  Categorical,
+		FeatureSessionLength: Numeric,
+		FeatureWindowEvents:  Numeric,
+		FeatureTop1Score:     Numeric,
+		FeatureStrategyMix:   Categorical,
+	}
+}
+
+// Observer takes observations of named features. LiveSet (the hot path's
+// live profile) and Sample (what a reference is built from) implement it, so
+// ObserveWindow and ObserveRecommendation feed either the same way.
+type Observer interface {
+	// ObserveNumeric counts one value of a numeric feature.
+	ObserveNumeric(feature string, x float64)
+	// ObserveCategorical counts n occurrences of a category of a categorical feature.
+	ObserveCategorical(feature, category string, n uint64)
+}
+
+// Window is a record of the user_session_windows topic (see the hot path's
+// emitWindow).
+type Window struct {
+	UserID          string            `json:"user_id"`
+	WindowStartMs   int64             `json:"window_start_ms"`
+	WindowEndMs     int64             `json:"window_end_ms"`
+	Events          uint64            `json:"events"`
+	ByType          map[string]uint64 `json:"by_type"`
+	ByCategory      map[string]uint64 `json:"by_category"`
+	SessionEvents   uint64            `json:"session_events"`
+	SessionLengthMs int64             `json:"session_length_ms"`
+	Revision        uint64            `json:"revision"`
+}
+
+// ObserveWindow feeds one window result into the window features: category
+// mix, event-type mix (each event counted), session length and window events
+// (once per window). Re-fired windows (Revision > 1) repeat the counts of
+// their first firing plus late events, so they are skipped to avoid counting
+// a window twice.
+//
+// The hot path can make the same calls without building a Window:
+// ObserveCategorical(FeatureCategoryMix, cat, n) per category,
+// ObserveCategorical(FeatureEventTypeMix, "view"|"cart"|"purchase", n) per
+// type with n > 0, ObserveNumeric(FeatureSessionLength, ms) and
+// ObserveNumeric(FeatureWindowEvents, events).
+func ObserveWindow(o Observer, w *Window) {
+	if w.Revision > 1 {
+		return
+	}
+	for c, n := range w.ByCategory {
+		if n > 0 {
+			o.ObserveCategorical(FeatureCategoryMix, c, n)
+		}
+	}
+	for t, n := range w.ByType {
+		if n > 0 {
+			o.ObserveCategorical(FeatureEventTypeMix, t, n)
+		}
+	}
+	o.ObserveNumeric(FeatureSessionLength, float64(w.SessionLengthMs))
+	o.ObserveNumeric(FeatureWindowEvents, float64(w.Events))
+}
+
+// Recommendation is the part of a record of the recommendations topic that
+// drift looks at.
+type Recommendation struct {
+	UserID       string `json:"user_id"`
+	Strategy     string `json:"strategy"`
+	ModelVersion string `json:"model_version"`
+	Items        []struct {
+		ItemID int64   `json:"item_id"`
+		Score  float64 `json:"score"`
+	} `json:"items"`
+}
+
+// ObserveRecommendation feeds one recommendation: its strategy, and for
+// StrategyModel with at least one item, the score of its first (best) item.
+// The hot path can call ObserveStrategy directly with what it already has.
+func ObserveRecommendation(o Observer, r *Recommendation) {
+	top1, ok := 0.0, false
+	if len(r.Items) > 0 {
+		top1, ok = r.Items[0].Score, true
+	}
+	ObserveStrategy(o, r.Strategy, top1, ok)
+}
+
+// ObserveStrategy is ObserveRecommendation for callers that hold the fields:
+// the strategy always, the top-1 score when strategy is StrategyModel and
+// hasItems.
+func ObserveStrategy(o Observer, strategy string, top1 float64, hasItems bool) {
+	o.ObserveCategorical(FeatureStrategyMix, strategy, 1)
+	if strategy == StrategyModel && hasItems {
+		o.ObserveNumeric(FeatureTop1Score, top1)
+	}
+}
+
+// ReferenceSet holds the reference profiles of a model version, keyed by
+// feature name. It is what the registry stores next to the model (as JSON).
+type ReferenceSet map[string]*Reference
+
+// NewLive returns an empty live set with one live profile per reference.
+func (s ReferenceSet) NewLive() LiveSet {
+	l := make(LiveSet, len(s))
+	for name, r := range s {
+		l[name] = r.NewLive()
+	}
+	return l
+}
+
+// LiveSet holds live profiles keyed by feature name. Make it with
+// ReferenceSet.NewLive; observations of features it has no profile for are
+// ignored, so a reference without, say, top-1 scores simply is not watched
+// for them. Observing is allocation-free and not safe for concurrent use.
+type LiveSet map[string]*Live
+
+// ObserveNumeric counts one value of a numeric feature.
+func (s LiveSet) ObserveNumeric(feature string, x float64) {
+	if l := s[feature]; l != nil {
+		l.Observe(x)
+	}
+}
+
+// ObserveCategorical counts n occurrences of a category of a categorical feature.
+func (s LiveSet) ObserveCategorical(feature, category string, n uint64) {
+	if l := s[feature]; l != nil {
+		l.ObserveCategory(category, n)
+	}
+}
+
+// Merge adds every profile of other into s (features s lacks are copied,
+// nil entries are skipped). If any feature's profiles are incompatible
+// nothing is changed. s must not be nil.
+func (s LiveSet) Merge(other LiveSet) error {
+	for name, o := range other {
+		if o == nil {
+			continue
+		}
+		if l := s[name]; l != nil {
+			if err := l.compatible(o); err != nil {
+				return fmt.Errorf("feature %s: %w", name, err)
+			}
+		}
+	}
+	for name, o := range other {
+		if o == nil {
+			continue
+		}
+		if l := s[name]; l != nil {
+			_ = l.Merge(o)
+		} else {
+			s[name] = o.Clone()
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy (profiles that could be observed into still can).
+func (s LiveSet) Clone() LiveSet {
+	c := make(LiveSet, len(s))
+	for name, l := range s {
+		if l != nil {
+			c[name] = l.Clone()
+		}
+	}
+	return c
+}
+
+// Reset zeroes every count, keeping the bins.
+func (s LiveSet) Reset() {
+	for _, l := range s {
+		if l != nil {
+			l.Reset()
+		}
+	}
+}
+
+// DefaultSampleLimit is how many values per numeric feature a Sample keeps
+// (a uniform reservoir sample beyond that); 1<<20 float64s is 8 MiB.
+const DefaultSampleLimit = 1 << 20
+
+// Sample collects the observations a ReferenceSet is built from: every
+// category count, and for numeric features the values themselves (up to
+// Limit per feature, then a seeded reservoir sample, so building is
+// deterministic for the same input order). It implements Observer.
+type Sample struct {
+	// Limit is the number of values kept per numeric feature; 0 means
+	// DefaultSampleLimit. Set it before the first observation.
+	Limit int
+
+	numeric     map[string]*reservoir
+	categorical map[string]map[string]uint64
+}
+
+type reservoir struct {
+	values []float64
+	seen   uint64
+	rng    *rand.Rand
+}
+
+// NewSample returns an empty sample.
+func NewSample() *Sample {
+	return &Sample{numeric: map[string]*reservoir{}, categorical: map[string]map[string]uint64{}}
+}
+
+// ObserveNumeric records one value of a numeric feature; NaN and ±Inf are ignored.
+func (s *Sample) ObserveNumeric(feature string, x float64) {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return
+	}
+	r := s.numeric[feature]
+	if r == nil {
+		r = &reservoir{rng: rand.New(rand.NewPCG(0x636c69636b726563, 0x6472696674))}
+		s.numeric[feature] = r
+	}
+	limit := s.Limit
+	if limit <= 0 {
+		limit = DefaultSampleLimit
+	}
+	r.seen++
+	if len(r.values) < limit {
+		r.values = append(r.values, x)
+		return
+	}
+	if j := r.rng.Uint64N(r.seen); j < uint64(len(r.values)) {
+		r.values[j] = x
+	}
+}
+
+// ObserveCategorical records n occurrences of a category.
+func (s *Sample) ObserveCategorical(feature, category string, n uint64) {
+	m := s.categorical[feature]
+	if m == nil {
+		m = map[string]uint64{}
+		s.categorical[feature] = m
+	}
+	m[category] += n
+}
+
+// Build makes the reference profiles: quantile bins for numeric features,
+// top categories + other for categorical ones. A feature name used both ways
+// is an error.
+func (s *Sample) Build(cfg Config) (ReferenceSet, error) {
+	out := make(ReferenceSet, len(s.numeric)+len(s.categorical))
+	for _, name := range slices.Sorted(maps.Keys(s.numeric)) {
+		if _, dup := s.categorical[name]; dup {
+			return nil, fmt.Errorf("drift: feature %s observed as numeric and categorical", name)
+		}
+		out[name] = NewNumericReference(s.numeric[name].values, cfg.bins())
+	}
+	for name, counts := range s.categorical {
+		out[name] = NewCategoricalReference(counts, cfg.topCategories())
+	}
+	return out, nil
+}

@@ -1,0 +1,178 @@
+// Package e2e runs clickrec as its users do: the clickrec binary in separate
+// processes against real servers (Apache Kafka in KRaft mode, redis-server, the
+// Temporal dev server), with faults injected. Servers come from
+// internal/testenv; under CI=true a missing server fails the suite.
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/testenv"
+)
+
+var clickrecBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "clickrec-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	clickrecBin = filepath.Join(dir, "clickrec")
+	build := exec.Command("go", "build", "-o", clickrecBin, "../cmd/clickrec")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building clickrec:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a clickrec process started by a test. Its output goes to the test log
+// with a prefix; it is killed when the test ends.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(clickrecBin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if line := sc.Text(); strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || testing.Verbose() {
+				t.Logf("[%s] %s", name, line)
+			}
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// kill sends SIGKILL: no shutdown hook runs, open transactions stay open.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *proc) stop(t *testing.T) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30s of SIGTERM", p.name)
+		p.kill()
+	}
+}
+
+type cluster struct {
+	brokers []string
+	prefix  string
+	topics  kafkautil.Topics
+	group   string
+	kcfg    kafkautil.Config
+}
+
+func newCluster(t *testing.T, partitions int) *cluster {
+	t.Helper()
+	brokers := testenv.KafkaBrokers(t)
+	prefix := testenv.Name("e2e") + "-"
+	topics := kafkautil.Topics{}
+	d := kafkautil.DefaultTopics
+	topics.Events, topics.Recs = kafkautil.Stream(prefix+string(d.Events)), kafkautil.Stream(prefix+string(d.Recs))
+	topics.Changelog, topics.Late = kafkautil.Table(prefix+string(d.Changelog)), kafkautil.Stream(prefix+string(d.Late))
+	topics.DLQ, topics.Windows = kafkautil.Stream(prefix+string(d.DLQ)), kafkautil.Stream(prefix+string(d.Windows))
+	c := &cluster{brokers: brokers, prefix: prefix, topics: topics, group: prefix + "group",
+		kcfg: kafkautil.Config{Brokers: brokers, Partitions: partitions, ReplicationFactor: 1, DialTimeout: 10 * time.Second}}
+	cl, err := kgo.NewClient(c.kcfg.Opts("e2e-admin")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafkautil.EnsureTopics(testenv.Context(t, 30*time.Second), &c.kcfg, cl, topics); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *cluster) worker(t *testing.T, instance string, extra ...string) *proc {
+	args := append([]string{"hotpath",
+		"--kafka-brokers", strings.Join(c.brokers, ","),
+		"--kafka-partitions", fmt.Sprint(c.kcfg.Partitions),
+		"--topic-prefix", c.prefix, "--group", c.group, "--instance-id", instance,
+		"--no-redis", "--http-addr", "127.0.0.1:0",
+		"--txn-timeout", "10s", "--session-timeout", "6s",
+	}, extra...)
+	return start(t, "hotpath-"+instance, args...)
+}
+
+// readAll reads topic read_committed up to its last stable offsets, as they are
+// once every worker has stopped.
+func (c *cluster) readAll(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	ctx := testenv.Context(t, 60*time.Second)
+	cl, err := kgo.NewClient(append(c.kcfg.Opts("e2e-reader"),
+		kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	var out []*kgo.Record
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: %d partitions not read to their end", topic, len(remaining))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+			if end, ok := remaining[r.Partition]; ok && r.Offset >= end-1 {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return out
+}
