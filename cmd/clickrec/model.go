@@ -108,7 +108,7 @@ func (m *modelFlags) load(ctx context.Context, w *hotpath.Worker, rc *redis.Clie
 		return nil
 	}
 	r := registry.New(rc)
-	go r.Watch(ctx, m.watch, func(ctx context.Context, version string) error {
+	loadVersion := func(ctx context.Context, version string) error {
 		start := time.Now()
 		v, err := r.Get(ctx, version)
 		if err == nil {
@@ -132,6 +132,20 @@ func (m *modelFlags) load(ctx context.Context, w *hotpath.Worker, rc *redis.Clie
 		}
 		log.Error("loading the registry's current model failed; keeping the one served", "version", version, "err", err)
 		return err
-	})
+	}
+	// Load the current version before the worker starts, so its first clicks
+	// are scored by the model; then follow promotions and rollbacks.
+	cur, err := r.Current(ctx)
+	if err != nil {
+		return err
+	}
+	loaded := ""
+	if cur != "" && loadVersion(ctx, cur) == nil {
+		loaded = cur
+	}
+	if cur == "" {
+		log.Warn("the registry has no current model yet; serving the popularity fallback until one is promoted")
+	}
+	go r.Watch(ctx, m.watch, loaded, loadVersion)
 	return nil
 }

@@ -244,17 +244,16 @@ func (r *Registry) History(ctx context.Context, n int) ([]Event, error) {
 	return out, nil
 }
 
-// Watch calls load with the current version at start and whenever it changes
-// (pub/sub, with a periodic check as a safety net against a missed message),
-// until ctx ends. A failing load is logged by the caller and retried at the
-// next check.
-func (r *Registry) Watch(ctx context.Context, every time.Duration, load func(ctx context.Context, version string) error) {
+// Watch calls load with the current version whenever it differs from the one
+// loaded last (at first: loaded, "" for none) — at start, on a pub/sub message,
+// and periodically as a safety net against a missed message — until ctx ends.
+// A failing load is retried at the next message or check.
+func (r *Registry) Watch(ctx context.Context, every time.Duration, loaded string, load func(ctx context.Context, version string) error) {
 	sub := r.rc.Subscribe(ctx, Channel)
 	defer sub.Close()
 	msgs := sub.Channel()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	loaded := ""
 	for {
 		if cur, err := r.Current(ctx); err == nil && cur != "" && cur != loaded {
 			if load(ctx, cur) == nil {

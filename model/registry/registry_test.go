@@ -99,7 +99,7 @@ func TestWatch(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
-		r.Watch(wctx, time.Hour, func(_ context.Context, v string) error { loads <- v; return nil })
+		r.Watch(wctx, time.Hour, "", func(_ context.Context, v string) error { loads <- v; return nil })
 		close(done)
 	}()
 	defer func() { cancel(); <-done }()
