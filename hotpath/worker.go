@@ -98,6 +98,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer func() { cancel(); <-done; <-done }()
 	}
 	base := w.kafka.Opts("clickrec-hotpath-" + w.cfg.InstanceID)
+	for {
+		err := w.session(ctx, base)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return fatal.err
+		}
+		// The session's client is in an unknown state (a broker restart in the
+		// middle of ending a transaction, say). Start a new one: it fences the
+		// old transactional producer and restores state from the changelog, so
+		// nothing of the broken session survives.
+		w.ready.Store(false)
+		w.log.Warn("transactional session failed; starting a new one", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// fatalError ends Run: retrying cannot help.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// session runs one transactional session: fence, join, process until ctx ends
+// or the session breaks.
+func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 	if err := w.fence(ctx, base); err != nil {
 		return err
 	}
@@ -121,15 +152,31 @@ func (w *Worker) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(w.onRevoked),
 	)...)
 	if err != nil {
-		return fmt.Errorf("creating the transactional consumer: %w", err)
+		return &fatalError{fmt.Errorf("creating the transactional consumer: %w", err)}
 	}
+	w.mu.Lock()
+	clear(w.assigned)
+	clear(w.revoked)
+	w.mu.Unlock()
 	defer func() {
-		// Leave the group so partitions move at once; static members otherwise keep
-		// them until the session timeout.
-		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = sess.Client().LeaveGroupContext(lctx)
-		sess.CloseAllowingRebalance()
+		// Leave the group so partitions move at once (static members otherwise
+		// keep them until the session timeout); bounded, since the broker may be
+		// the reason this session ends.
+		done := make(chan struct{})
+		go func() {
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if ctx.Err() != nil {
+				_ = sess.Client().LeaveGroupContext(lctx)
+			}
+			sess.CloseAllowingRebalance()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			w.log.Warn("closing the Kafka client takes long; continuing without waiting")
+		}
 	}()
 	w.log.Info("hot path worker started", "group", w.cfg.Group, "instance", w.cfg.InstanceID,
 		"transactional_id", w.TransactionalID(), "topic", t.Events)
@@ -275,7 +322,7 @@ func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error
 		}
 		if err := sess.Begin(); err != nil {
 			sess.AllowRebalance()
-			return fmt.Errorf("beginning a transaction: %w", err)
+			return fmt.Errorf("beginning a transaction: %w", err) // a new session starts clean
 		}
 		p.begin()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -295,18 +342,23 @@ func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error
 			}
 		}
 		start := time.Now()
+		// Ending is bounded: a broker that vanished mid-commit must not hang
+		// the worker. A session whose End fails is replaced (see Run).
+		endCtx, cancelEnd := context.WithTimeout(ctx, w.cfg.TxnTimeout+5*time.Second)
 		try := kgo.TryCommit
 		if scoreErr != nil {
 			try = kgo.TryAbort
 			w.log.Error("scoring failed; aborting the transaction", "err", scoreErr)
-		} else if err := cl.Flush(ctx); err != nil || produceErr.Load() != nil {
+		} else if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
 			try = kgo.TryAbort
 			if e := produceErr.Load(); e != nil {
 				err = *e
 			}
 			w.log.Warn("produce failed; aborting the transaction", "err", err)
 		}
-		committed, err := sess.End(ctx, try)
+		committed, err := sess.End(endCtx, try)
+		endTimedOut := endCtx.Err() != nil
+		cancelEnd()
 		commitDur := time.Since(start)
 		sess.AllowRebalance()
 		if committed {
@@ -336,7 +388,10 @@ func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error
 			if err != nil {
 				w.log.Warn("transaction did not commit", "err", err)
 				if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-					return fmt.Errorf("fenced by another worker with transactional id %s: %w", w.TransactionalID(), err)
+					return &fatalError{fmt.Errorf("fenced by another worker with transactional id %s (is --instance-id unique?): %w", w.TransactionalID(), err)}
+				}
+				if endTimedOut || errors.Is(err, context.DeadlineExceeded) {
+					return fmt.Errorf("ending the transaction: %w", err)
 				}
 			} else {
 				w.log.Info("transaction aborted (rebalance or produce failure); state will be restored from the changelog")
