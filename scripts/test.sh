@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, starts the real servers the
-# integration tests use (Kafka KRaft, redis-server, Temporal dev server), runs
-# every Go test with CI semantics for missing servers, and stops what it started.
+# integration tests use (Kafka KRaft, a second Kafka broker with SASL and TLS,
+# redis-server, Temporal dev server), runs every Go test with CI semantics for
+# missing servers, and stops what it started.
 #
 #   scripts/test.sh [go test args...]     default: ./...
 #
@@ -20,7 +21,7 @@ trap cleanup EXIT
 log "test: installing what is missing"
 "$here/deps.sh"
 
-for s in kafka redis temporal; do
+for s in kafka kafka-sasl redis temporal; do
   if ! "$here/$s.sh" status >/dev/null 2>&1; then
     "$here/$s.sh" start
     started+=("$s")
@@ -30,6 +31,10 @@ for s in kafka redis temporal; do
 done
 
 export CLICKREC_TEST_KAFKA_BROKERS="127.0.0.1:${CLICKREC_KAFKA_PORT:-9092}"
+export CLICKREC_TEST_KAFKA_SASL_BROKERS="127.0.0.1:${CLICKREC_KAFKA_SASL_PORT:-19092}"
+export CLICKREC_TEST_KAFKA_SASL_TLS_BROKERS="127.0.0.1:$((${CLICKREC_KAFKA_SASL_PORT:-19092} + 2))"
+CLICKREC_TEST_KAFKA_SASL_CA=$("$here/kafka-sasl.sh" ca)
+export CLICKREC_TEST_KAFKA_SASL_CA
 export CLICKREC_TEST_REDIS_ADDR="127.0.0.1:${CLICKREC_REDIS_PORT:-6379}"
 export CLICKREC_TEST_TEMPORAL_ADDR="127.0.0.1:${CLICKREC_TEMPORAL_PORT:-7233}"
 CLICKREC_ONNXRUNTIME_LIB=$("$here/onnxruntime.sh" install)

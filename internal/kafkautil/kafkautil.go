@@ -1,7 +1,8 @@
 // Package kafkautil holds what every clickrec component needs to talk to Kafka:
-// connection flags, topic names and their specs, topic creation with a
-// co-partitioning check, a reachability check with an actionable error, and the
-// embedded in-process broker (franz-go's kfake) used by the demo and unit tests.
+// connection flags (brokers, SASL and TLS), topic names and their specs, topic
+// creation with a co-partitioning check, a reachability check with an
+// actionable error, and the embedded in-process broker (franz-go's kfake) used
+// by the demo and unit tests.
 package kafkautil
 
 import (
@@ -52,6 +53,7 @@ type Config struct {
 	Partitions        int
 	ReplicationFactor int
 	DialTimeout       time.Duration
+	Security          Security // SASL and TLS; the zero value is plaintext
 }
 
 // Register adds the Kafka flags.
@@ -64,6 +66,7 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("kafka-replication-factor", "CLICKREC_KAFKA_REPLICATION_FACTOR")
 	fs.DurationVar(&c.DialTimeout, "kafka-dial-timeout", 10*time.Second, "how long to wait for the brokers at startup before giving up")
 	fs.Env("kafka-dial-timeout", "CLICKREC_KAFKA_DIAL_TIMEOUT")
+	c.Security.register(fs)
 }
 
 // Validate checks the flag values.
@@ -79,7 +82,7 @@ func (c *Config) Validate() error {
 			return cli.Usagef("--kafka-brokers %q: want host:port", b)
 		}
 	}
-	return nil
+	return c.Security.validate()
 }
 
 // Opts are the client options every clickrec client starts from.
@@ -89,6 +92,7 @@ func (c *Config) Opts(clientID string) []kgo.Opt {
 		kgo.ClientID(clientID),
 		kgo.DialTimeout(c.DialTimeout),
 	}
+	opts = append(opts, c.Security.opts()...)
 	// CLICKREC_KAFKA_CLIENT_LOG=debug|info|warn|error logs the Kafka client's own
 	// decisions (rebalances, transactions) to stderr, for troubleshooting.
 	if lvl, ok := clientLogLevels[os.Getenv("CLICKREC_KAFKA_CLIENT_LOG")]; ok {
@@ -108,7 +112,8 @@ type Embedded struct {
 }
 
 // StartEmbedded starts an embedded cluster with every topic of DefaultTopics
-// created with the given partition count, and points c at it.
+// created with the given partition count, and points c at it. The embedded
+// broker speaks plaintext only, so c's SASL and TLS settings are cleared.
 func StartEmbedded(c *Config, topics Topics) (*Embedded, error) {
 	cl, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
@@ -120,6 +125,7 @@ func StartEmbedded(c *Config, topics Topics) (*Embedded, error) {
 		return nil, fmt.Errorf("starting the embedded Kafka broker: %w", err)
 	}
 	c.Brokers = cli.Strings(cl.ListenAddrs())
+	c.Security = Security{}
 	return &Embedded{cl}, nil
 }
 
@@ -133,6 +139,9 @@ func Ping(ctx context.Context, c *Config, cl *kgo.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
+		if sec := c.Security.describe(); sec != "" {
+			return cli.Usagef("cannot reach Kafka at %s with %s: %v (check --kafka-brokers and the --kafka-sasl-* / --kafka-tls* settings)", strings.Join(c.Brokers, ","), sec, err)
+		}
 		return cli.Usagef("cannot reach Kafka at %s: %v (check --kafka-brokers / CLICKREC_KAFKA_BROKERS, or leave it empty for the embedded broker)", strings.Join(c.Brokers, ","), err)
 	}
 	return nil
@@ -157,13 +166,25 @@ func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) erro
 			return fmt.Errorf("creating topic %s: %w", s.name, err)
 		}
 	}
-	details, err := adm.ListTopics(ctx, string(t.Events), string(t.Changelog))
-	if err != nil {
-		return fmt.Errorf("listing topics: %w", err)
-	}
-	ev, ch := details[string(t.Events)], details[string(t.Changelog)]
-	if ev.Err != nil || ch.Err != nil {
-		return fmt.Errorf("describing topics: %w", errors.Join(ev.Err, ch.Err))
+	// A topic just created may not be in the metadata yet: retry briefly.
+	var ev, ch kadm.TopicDetail
+	for attempt := 0; ; attempt++ {
+		details, err := adm.ListTopics(ctx, string(t.Events), string(t.Changelog))
+		if err != nil {
+			return fmt.Errorf("listing topics: %w", err)
+		}
+		ev, ch = details[string(t.Events)], details[string(t.Changelog)]
+		if ev.Err == nil && ch.Err == nil && len(ev.Partitions) > 0 && len(ch.Partitions) > 0 {
+			break
+		}
+		if attempt == 50 {
+			return fmt.Errorf("describing topics: %w", errors.Join(ev.Err, ch.Err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	if len(ev.Partitions) != len(ch.Partitions) {
 		return fmt.Errorf("topics are not co-partitioned: %s has %d partitions, %s has %d; the changelog must match the events topic",

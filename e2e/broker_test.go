@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/clickrec/clickrec/internal/testenv"
+)
+
+// privateBroker runs scripts/kafka.sh on its own ports, so a test can restart
+// the broker without disturbing other tests. It is stopped when the test ends.
+type privateBroker struct {
+	t    *testing.T
+	port string
+}
+
+func startPrivateBroker(t *testing.T, port string, fresh bool) *privateBroker {
+	t.Helper()
+	if _, err := exec.LookPath("java"); err != nil {
+		testenv.Missing(t, "java", "install a JDK 17+ (scripts/deps.sh)")
+	}
+	b := &privateBroker{t: t, port: port}
+	b.run("start", fresh)
+	t.Cleanup(func() { b.run("stop", false) })
+	return b
+}
+
+func (b *privateBroker) run(verb string, fresh bool) {
+	b.t.Helper()
+	cmd := exec.Command("../scripts/kafka.sh", verb)
+	cmd.Env = append(os.Environ(), "CLICKREC_KAFKA_PORT="+b.port)
+	if fresh {
+		cmd.Env = append(cmd.Env, "CLICKREC_KAFKA_FRESH=1")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.t.Fatalf("scripts/kafka.sh %s (port %s): %v\n%s", verb, b.port, err, out)
+	}
+}
+
+// TestBrokerRestart restarts the Kafka broker in the middle of the load: the
+// workers ride it out (the client reconnects, open transactions abort and are
+// replayed) and every click still gets exactly one recommendation.
+func TestBrokerRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and restarts its own Kafka broker; run without -short")
+	}
+	broker := startPrivateBroker(t, "29092", true)
+	t.Setenv("CLICKREC_TEST_KAFKA_BROKERS", "127.0.0.1:29092")
+	c := newCluster(t, 2)
+	w := c.worker(t, "w1", "--scorer", "go")
+	ctx := testenv.Context(t, 3*time.Minute)
+	const n, rate = 3000, 100.0 // 30 s of clicks
+	produced := make(chan *countingSink, 1)
+	go func() { produced <- c.produceShop(ctx, t, n, rate, 13) }()
+	waitRecords(t, ctx, c, string(c.topics.Recs), n/4)
+	start := time.Now()
+	broker.run("stop", false)
+	broker.run("start", false)
+	t.Logf("broker restarted in %v", time.Since(start).Round(100*time.Millisecond))
+	sent := <-produced
+	waitFor(t, ctx, func() bool { return len(c.readAll(t, string(c.topics.Recs))) >= n })
+	w.stop(t)
+	seen := map[string]int{}
+	for _, r := range c.readAll(t, string(c.topics.Recs)) {
+		var out struct {
+			EventID string `json:"event_id"`
+		}
+		if err := json.Unmarshal(r.Value, &out); err != nil {
+			t.Fatal(err)
+		}
+		seen[out.EventID]++
+	}
+	missing, dup := 0, 0
+	for id := range sent.ids {
+		switch seen[id] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	if missing != 0 || dup != 0 || len(seen) != n {
+		t.Fatalf("after a broker restart: %d missing, %d duplicated, %d distinct of %d", missing, dup, len(seen), n)
+	}
+	t.Logf("broker restart: %d clicks, 0 missing, 0 duplicated", n)
+}
