@@ -3,22 +3,10 @@ package hotpath
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
+
+	"github.com/clickrec/clickrec/drift"
 )
-
-// LiveProfileTTL is how long a published live profile stays in Redis.
-const LiveProfileTTL = 2 * time.Hour
-
-// LiveProfileKey is the Redis key of the live drift profile a worker publishes
-// for one minute of processing time: "drift:live:<unix minute>:<instance>".
-// The CheckDrift workflow merges the keys of the last minutes across workers.
-func LiveProfileKey(minute int64, instance string) string {
-	return fmt.Sprintf("drift:live:%d:%s", minute, instance)
-}
-
-// LiveProfilePattern matches every LiveProfileKey (for SCAN).
-const LiveProfilePattern = "drift:live:*"
 
 // publishLive writes the committed live profile to Redis once per interval and
 // starts a new one. Publishing never blocks processing: the loop only takes the
@@ -46,8 +34,10 @@ func (w *Worker) publishLive(ctx context.Context, every time.Duration) {
 				w.log.Warn("encoding the live drift profile", "err", err)
 				continue
 			}
-			minute := now.Unix() / 60
-			if err := w.rw.rc.Set(ctx, LiveProfileKey(minute, w.cfg.InstanceID), b, LiveProfileTTL).Err(); err != nil && ctx.Err() == nil {
+			// Keyed by the wall-clock minute (drift.LiveKey); the CheckDrift
+			// workflow adds up the minutes of every worker.
+			key := drift.LiveKey(drift.LiveMinute(now), w.cfg.InstanceID)
+			if err := w.rw.rc.Set(ctx, key, b, drift.LiveKeyTTL).Err(); err != nil && ctx.Err() == nil {
 				w.log.Warn("publishing the live drift profile failed; this minute is lost to drift checks", "err", err)
 			}
 		}

@@ -28,8 +28,11 @@ func version(name string) Version {
 
 func TestPromoteRollback(t *testing.T) {
 	r, rc := newTestRegistry(t)
+	// Pub/sub is global across Redis databases and other packages' tests promote
+	// too: unique names keep their messages apart from ours.
+	v1, v2 := testenv.Name("v1"), testenv.Name("v2")
 	ctx := testenv.Context(t, 20*time.Second)
-	for _, v := range []string{"v1", "v2"} {
+	for _, v := range []string{v1, v2} {
 		if err := r.Register(ctx, version(v), "trained"); err != nil {
 			t.Fatal(err)
 		}
@@ -45,34 +48,34 @@ func TestPromoteRollback(t *testing.T) {
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if prev, err := r.Promote(ctx, "v1", "first"); err != nil || prev != "" {
+	if prev, err := r.Promote(ctx, v1, "first"); err != nil || prev != "" {
 		t.Fatalf("promote v1: prev %q, %v", prev, err)
 	}
-	if prev, err := r.Promote(ctx, "v2", "better on holdout"); err != nil || prev != "v1" {
+	if prev, err := r.Promote(ctx, v2, "better on holdout"); err != nil || prev != v1 {
 		t.Fatalf("promote v2: prev %q, %v", prev, err)
 	}
-	for _, want := range []string{"v1", "v2"} {
+	for _, want := range []string{v1, v2} {
 		msg, err := sub.ReceiveMessage(ctx)
 		if err != nil || msg.Payload != want {
 			t.Fatalf("published %v, %v; want %s", msg, err, want)
 		}
 	}
 	now, err := r.Rollback(ctx, "PSI 0.31 on category mix")
-	if err != nil || now != "v1" {
+	if err != nil || now != v1 {
 		t.Fatalf("rollback: %q, %v", now, err)
 	}
-	if cur, _ := r.Current(ctx); cur != "v1" {
+	if cur, _ := r.Current(ctx); cur != v1 {
 		t.Fatalf("current %q after rollback, want v1", cur)
 	}
 	hist, err := r.History(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hist) != 5 || hist[0].Action != "rollback" || hist[0].Version != "v1" || hist[0].Previous != "v2" || hist[0].Reason != "PSI 0.31 on category mix" {
+	if len(hist) != 5 || hist[0].Action != "rollback" || hist[0].Version != v1 || hist[0].Previous != v2 || hist[0].Reason != "PSI 0.31 on category mix" {
 		t.Fatalf("history %+v", hist)
 	}
-	got, err := r.Get(ctx, "v2")
-	if err != nil || string(got.Model) != "bin-v2" || string(got.ONNX) != "onnx-v2" || got.Meta.ONNXBytes != 7 {
+	got, err := r.Get(ctx, v2)
+	if err != nil || string(got.Model) != "bin-"+v2 || string(got.ONNX) != "onnx-"+v2 || got.Meta.ONNXBytes != len("onnx-"+v2) {
 		t.Fatalf("get v2: %+v, %v", got, err)
 	}
 	if list, _ := r.List(ctx); len(list) != 2 {
@@ -87,12 +90,13 @@ func TestPromoteRollback(t *testing.T) {
 func TestWatch(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	ctx := testenv.Context(t, 20*time.Second)
-	for _, v := range []string{"v1", "v2"} {
+	v1, v2 := testenv.Name("v1"), testenv.Name("v2")
+	for _, v := range []string{v1, v2} {
 		if err := r.Register(ctx, version(v), "trained"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.Promote(ctx, "v1", "first"); err != nil {
+	if _, err := r.Promote(ctx, v1, "first"); err != nil {
 		t.Fatal(err)
 	}
 	loads := make(chan string, 4)
@@ -103,18 +107,18 @@ func TestWatch(t *testing.T) {
 		close(done)
 	}()
 	defer func() { cancel(); <-done }()
-	if v := <-loads; v != "v1" {
+	if v := <-loads; v != v1 {
 		t.Fatalf("first load %q, want v1", v)
 	}
 	// The watcher may not have subscribed yet; promote until it hears it (the
 	// periodic check is an hour away, so only pub/sub can deliver this).
 	for {
-		if _, err := r.Promote(ctx, "v2", "newer"); err != nil {
+		if _, err := r.Promote(ctx, v2, "newer"); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case v := <-loads:
-			if v != "v2" {
+			if v != v2 {
 				t.Fatalf("load %q, want v2", v)
 			}
 			return

@@ -1,0 +1,520 @@
+// Package dashboards holds clickrec's Grafana dashboards (the *.json files in
+// this folder: importable in Grafana, provisioned by deploy/compose) and the
+// check that keeps them, and the alert rules in deploy/prometheus, in step with
+// the metrics the code exports.
+//
+// The check does not trust a list written by hand: Scan reads the Go sources
+// and collects every metric declared with a prometheus.CounterOpts,
+// GaugeOpts, HistogramOpts or SummaryOpts literal, with the label names of its
+// *Vec constructor. Catalog.Check then parses a PromQL expression with the
+// Prometheus parser and reports every metric or label it uses that the code
+// does not export.
+package dashboards
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/prometheus/model/labels"
+	promql "github.com/prometheus/prometheus/promql/parser"
+)
+
+// Files are the dashboards, one Grafana dashboard JSON per file.
+//
+//go:embed *.json
+var Files embed.FS
+
+// Metric is one exported metric family as declared in the code.
+type Metric struct {
+	Name   string
+	Type   string   // counter, gauge, histogram or summary
+	Labels []string // variable labels of a *Vec plus constant labels; nil for a plain metric
+	Source string   // file:line of the declaration
+}
+
+// Catalog is the set of metrics clickrec exports.
+type Catalog struct {
+	metrics  map[string]*Metric // by family name
+	prefixes []string           // families exported by a collector, e.g. "process_"
+}
+
+// Scan parses every non-test Go file under root (a module root) and collects
+// the recsys_* metrics it declares. It also notes the Go and process
+// collectors of client_golang when some file registers them, so go_* and
+// process_* series count as exported then.
+func Scan(root string) (*Catalog, error) {
+	c := &Catalog{metrics: map[string]*Metric{}}
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "vendor" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return fmt.Errorf("cannot parse %s: %w", path, err)
+		}
+		rel, _ := filepath.Rel(root, path)
+		c.scanFile(fset, rel, f)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(c.metrics) == 0 {
+		return nil, fmt.Errorf("no recsys_* metric declared under %s: is it the module root?", root)
+	}
+	return c, nil
+}
+
+var optsTypes = map[string]string{"CounterOpts": "counter", "GaugeOpts": "gauge", "HistogramOpts": "histogram", "SummaryOpts": "summary"}
+
+func (c *Catalog) scanFile(fset *token.FileSet, rel string, f *ast.File) {
+	ast.Inspect(f, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.CompositeLit:
+			if m := metricFromOpts(n); m != nil {
+				m.Source = fmt.Sprintf("%s:%d", rel, fset.Position(n.Pos()).Line)
+				if old, ok := c.metrics[m.Name]; ok {
+					m.Labels = append(m.Labels, old.Labels...)
+				}
+				c.metrics[m.Name] = m
+			}
+		case *ast.CallExpr:
+			sel, ok := n.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			switch sel.Sel.Name {
+			case "NewGoCollector":
+				c.prefixes = append(c.prefixes, "go_")
+			case "NewProcessCollector":
+				c.prefixes = append(c.prefixes, "process_")
+			case "NewCounterVec", "NewGaugeVec", "NewHistogramVec", "NewSummaryVec":
+				if len(n.Args) != 2 {
+					return true
+				}
+				opts, ok := unparen(n.Args[0]).(*ast.CompositeLit)
+				if !ok {
+					return true
+				}
+				m := metricFromOpts(opts)
+				if m == nil {
+					return true
+				}
+				names, ok := stringList(n.Args[1])
+				if !ok {
+					return true
+				}
+				// The literal itself is visited too (and may be visited first).
+				if old, ok := c.metrics[m.Name]; ok {
+					old.Labels = append(old.Labels, names...)
+				} else {
+					m.Labels = append(m.Labels, names...)
+					m.Source = fmt.Sprintf("%s:%d", rel, fset.Position(n.Pos()).Line)
+					c.metrics[m.Name] = m
+				}
+			}
+		}
+		return true
+	})
+}
+
+func unparen(e ast.Expr) ast.Expr {
+	if u, ok := e.(*ast.UnaryExpr); ok && u.Op == token.AND {
+		return u.X
+	}
+	return e
+}
+
+// metricFromOpts reads a prometheus.XxxOpts{Name: "recsys_…", …} literal; nil
+// if n is something else or names no recsys_* metric.
+func metricFromOpts(n *ast.CompositeLit) *Metric {
+	sel, ok := n.Type.(*ast.SelectorExpr)
+	if !ok {
+		return nil
+	}
+	typ, ok := optsTypes[sel.Sel.Name]
+	if !ok {
+		return nil
+	}
+	var ns, sub, name string
+	var constLabels []string
+	for _, e := range n.Elts {
+		kv, ok := e.(*ast.KeyValueExpr)
+		if !ok {
+			continue
+		}
+		key, ok := kv.Key.(*ast.Ident)
+		if !ok {
+			continue
+		}
+		switch key.Name {
+		case "Namespace", "Subsystem", "Name":
+			s, ok := stringLit(kv.Value)
+			if !ok {
+				return nil // computed names cannot be checked
+			}
+			switch key.Name {
+			case "Namespace":
+				ns = s
+			case "Subsystem":
+				sub = s
+			default:
+				name = s
+			}
+		case "ConstLabels":
+			if cl, ok := kv.Value.(*ast.CompositeLit); ok {
+				for _, e := range cl.Elts {
+					if kv, ok := e.(*ast.KeyValueExpr); ok {
+						if s, ok := stringLit(kv.Key); ok {
+							constLabels = append(constLabels, s)
+						}
+					}
+				}
+			}
+		}
+	}
+	full := name
+	if sub != "" {
+		full = sub + "_" + full
+	}
+	if ns != "" {
+		full = ns + "_" + full
+	}
+	if !strings.HasPrefix(full, "recsys_") {
+		return nil
+	}
+	return &Metric{Name: full, Type: typ, Labels: constLabels}
+}
+
+func stringLit(e ast.Expr) (string, bool) {
+	bl, ok := e.(*ast.BasicLit)
+	if !ok || bl.Kind != token.STRING {
+		return "", false
+	}
+	s, err := strconv.Unquote(bl.Value)
+	return s, err == nil
+}
+
+func stringList(e ast.Expr) ([]string, bool) {
+	cl, ok := e.(*ast.CompositeLit)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(cl.Elts))
+	for _, e := range cl.Elts {
+		s, ok := stringLit(e)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, s)
+	}
+	return out, true
+}
+
+// Metrics returns the declared metric families, sorted by name.
+func (c *Catalog) Metrics() []*Metric {
+	out := slices.Collect(maps.Values(c.metrics))
+	slices.SortFunc(out, func(a, b *Metric) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Family returns the metric family a series name belongs to ("x_bucket" →
+// the histogram "x") and the labels a series of it may carry, besides job and
+// instance. ok is false for a name the code does not export; labels is nil for
+// collector metrics whose labels are not checked.
+func (c *Catalog) Family(series string) (m *Metric, labelNames []string, ok bool) {
+	if series == "up" {
+		return &Metric{Name: "up", Type: "gauge", Source: "Prometheus"}, []string{}, true
+	}
+	if m, ok := c.metrics[series]; ok {
+		extra := []string(nil)
+		if m.Type == "summary" {
+			extra = []string{"quantile"}
+		}
+		return m, append(append([]string{}, m.Labels...), extra...), true
+	}
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		base, found := strings.CutSuffix(series, suf)
+		if !found {
+			continue
+		}
+		if m, ok := c.metrics[base]; ok && (m.Type == "histogram" || m.Type == "summary") {
+			ls := append([]string{}, m.Labels...)
+			if suf == "_bucket" {
+				if m.Type != "histogram" {
+					return nil, nil, false
+				}
+				ls = append(ls, "le")
+			}
+			return m, ls, true
+		}
+	}
+	for _, p := range c.prefixes {
+		if strings.HasPrefix(series, p) {
+			return &Metric{Name: series, Source: "client_golang collector"}, nil, true
+		}
+	}
+	return nil, nil, false
+}
+
+// grafanaVar matches Grafana template variables: $name, ${name}, ${name:fmt}, [[name]].
+var grafanaVar = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::[^}]*)?\}|\$([A-Za-z0-9_]+)|\[\[([A-Za-z0-9_]+)\]\]`)
+
+// SubstituteGrafanaVars replaces Grafana's template variables so the result is
+// plain PromQL: interval variables become 5m, any other variable (used inside
+// label matcher strings) becomes "VAR".
+func SubstituteGrafanaVars(expr string) string {
+	return grafanaVar.ReplaceAllStringFunc(expr, func(v string) string {
+		name := strings.Trim(v, "${}[]")
+		name, _, _ = strings.Cut(name, ":")
+		switch name {
+		case "__rate_interval", "__interval", "__range", "__range_s", "__interval_ms":
+			return "5m"
+		}
+		return "VAR"
+	})
+}
+
+// Referenced returns the series names an expression selects (after Grafana
+// variables are substituted), in order of appearance.
+func Referenced(expr string) ([]string, error) {
+	e, err := promql.ParseExpr(SubstituteGrafanaVars(expr))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	promql.Inspect(e, func(n promql.Node, _ []promql.Node) error {
+		if vs, ok := n.(*promql.VectorSelector); ok {
+			names = append(names, selectorName(vs))
+		}
+		return nil
+	})
+	return names, nil
+}
+
+func selectorName(vs *promql.VectorSelector) string {
+	if vs.Name != "" {
+		return vs.Name
+	}
+	for _, m := range vs.LabelMatchers {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+			return m.Value
+		}
+	}
+	return ""
+}
+
+// targetLabels are attached to every scraped series by Prometheus (and by the
+// Prometheus Operator's ServiceMonitor in Kubernetes).
+var targetLabels = []string{"job", "instance", "namespace", "pod", "service", "container", "endpoint"}
+
+// Check parses expr (Grafana variables allowed) with the Prometheus parser and
+// returns one joined error listing every problem: a syntax error, a metric the
+// code does not export, a selector without a metric name, a label a metric
+// does not have, a grouping or matching label the expression cannot carry,
+// and histogram_quantile over series without the le label.
+func (c *Catalog) Check(expr string) error {
+	e, err := promql.ParseExpr(SubstituteGrafanaVars(expr))
+	if err != nil {
+		return fmt.Errorf("PromQL does not parse: %w", err)
+	}
+	var errs []error
+	promql.Inspect(e, func(n promql.Node, _ []promql.Node) error {
+		switch n := n.(type) {
+		case *promql.VectorSelector:
+			name := selectorName(n)
+			if name == "" {
+				errs = append(errs, fmt.Errorf("selector %s has no metric name, so it cannot be checked against the code", n))
+				return nil
+			}
+			_, allowed, ok := c.Family(name)
+			if !ok {
+				errs = append(errs, fmt.Errorf("metric %s is not exported by the code (no prometheus.*Opts{Name: %q} in a non-test Go file)", name, strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")))
+				return nil
+			}
+			if allowed == nil {
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != labels.MetricName && !slices.Contains(allowed, m.Name) && !slices.Contains(targetLabels, m.Name) {
+					errs = append(errs, fmt.Errorf("%s has no label %q (it has %v)", name, m.Name, allowed))
+				}
+			}
+		case *promql.AggregateExpr:
+			if n.Without {
+				return nil
+			}
+			if have, known := c.outLabels(n.Expr); known {
+				for _, g := range n.Grouping {
+					if !have[g] {
+						errs = append(errs, fmt.Errorf("%s by (%s): label %q does not exist on %s", n.Op, strings.Join(n.Grouping, ", "), g, n.Expr))
+					}
+				}
+			}
+		case *promql.BinaryExpr:
+			if n.VectorMatching == nil || len(n.VectorMatching.MatchingLabels) == 0 {
+				return nil
+			}
+			lhs, lk := c.outLabels(n.LHS)
+			rhs, rk := c.outLabels(n.RHS)
+			if !lk || !rk {
+				return nil
+			}
+			for _, l := range n.VectorMatching.MatchingLabels {
+				if !lhs[l] && !rhs[l] {
+					errs = append(errs, fmt.Errorf("on/ignoring (%s): label %q exists on neither side of %s", strings.Join(n.VectorMatching.MatchingLabels, ", "), l, n))
+				}
+			}
+		case *promql.Call:
+			if n.Func.Name == "histogram_quantile" && len(n.Args) == 2 {
+				if have, known := c.outLabels(n.Args[1]); known && !have["le"] {
+					errs = append(errs, fmt.Errorf("histogram_quantile over %s: the series have no le label (aggregate by (le, …))", n.Args[1]))
+				}
+			}
+		}
+		return nil
+	})
+	return errors.Join(errs...)
+}
+
+// outLabels returns the label names the result of e can carry; known is
+// false where that cannot be told (collector metrics, unusual functions).
+func (c *Catalog) outLabels(e promql.Expr) (set map[string]bool, known bool) {
+	switch e := e.(type) {
+	case *promql.ParenExpr:
+		return c.outLabels(e.Expr)
+	case *promql.StepInvariantExpr:
+		return c.outLabels(e.Expr)
+	case *promql.NumberLiteral, *promql.StringLiteral:
+		return map[string]bool{}, true
+	case *promql.MatrixSelector:
+		return c.outLabels(e.VectorSelector)
+	case *promql.SubqueryExpr:
+		return c.outLabels(e.Expr)
+	case *promql.UnaryExpr:
+		return c.outLabels(e.Expr)
+	case *promql.VectorSelector:
+		_, allowed, ok := c.Family(selectorName(e))
+		if !ok || allowed == nil {
+			return nil, false
+		}
+		set := map[string]bool{}
+		for _, l := range append(allowed, targetLabels...) {
+			set[l] = true
+		}
+		return set, true
+	case *promql.AggregateExpr:
+		if e.Without {
+			in, ok := c.outLabels(e.Expr)
+			if !ok {
+				return nil, false
+			}
+			for _, g := range e.Grouping {
+				delete(in, g)
+			}
+			return in, true
+		}
+		set := map[string]bool{}
+		for _, g := range e.Grouping {
+			set[g] = true
+		}
+		return set, true
+	case *promql.BinaryExpr:
+		l, lk := c.outLabels(e.LHS)
+		r, rk := c.outLabels(e.RHS)
+		if !lk || !rk {
+			return nil, false
+		}
+		vm := e.VectorMatching
+		switch {
+		case vm != nil && vm.Card == promql.CardOneToMany:
+			maps.Copy(r, onlyKeys(l, vm.Include))
+			return r, true
+		case vm != nil && vm.Card == promql.CardManyToOne:
+			maps.Copy(l, onlyKeys(r, vm.Include))
+			return l, true
+		case e.Op == promql.LOR:
+			maps.Copy(l, r)
+			return l, true
+		}
+		if _, isNum := e.LHS.(*promql.NumberLiteral); isNum {
+			return r, true
+		}
+		return l, true
+	case *promql.Call:
+		switch e.Func.Name {
+		case "histogram_quantile":
+			in, ok := c.outLabels(e.Args[1])
+			delete(in, "le")
+			return in, ok
+		case "vector", "time", "scalar", "pi":
+			return map[string]bool{}, true
+		case "label_replace":
+			in, ok := c.outLabels(e.Args[0])
+			if s, isStr := e.Args[1].(*promql.StringLiteral); ok && isStr {
+				in[s.Val] = true
+			}
+			return in, ok
+		case "label_join":
+			return nil, false
+		}
+		for _, a := range e.Args {
+			if a.Type() == promql.ValueTypeVector || a.Type() == promql.ValueTypeMatrix {
+				return c.outLabels(a)
+			}
+		}
+		return nil, false
+	}
+	return nil, false
+}
+
+func onlyKeys(m map[string]bool, keys []string) map[string]bool {
+	out := map[string]bool{}
+	for _, k := range keys {
+		if m[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// ModuleRoot returns the directory of go.mod above dir.
+func ModuleRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod found above the working directory")
+		}
+		dir = parent
+	}
+}
