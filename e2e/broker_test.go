@@ -53,14 +53,13 @@ func TestBrokerRestart(t *testing.T) {
 	w := c.worker(t, "w1", "--scorer", "go")
 	ctx := testenv.Context(t, 3*time.Minute)
 	const n, rate = 3000, 100.0 // 30 s of clicks
-	produced := make(chan *countingSink, 1)
-	go func() { produced <- c.produceShop(ctx, t, n, rate, 13) }()
+	producing := c.produceAsync(ctx, n, rate, 13)
 	waitRecords(t, ctx, c, string(c.topics.Recs), n/4)
 	start := time.Now()
 	broker.run("stop", false)
 	broker.run("start", false)
 	t.Logf("broker restarted in %v", time.Since(start).Round(100*time.Millisecond))
-	sent := <-produced
+	sent := (<-producing).must(t)
 	waitFor(t, ctx, func() bool { return len(c.readAll(t, string(c.topics.Recs))) >= n })
 	w.stop(t)
 	seen := map[string]int{}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -15,17 +16,18 @@ import (
 )
 
 // produceShop sends n valid, in-order clicks of the synthetic shop at rate/s to
-// the events topic and returns what it sent.
-func (c *cluster) produceShop(ctx context.Context, t *testing.T, n int, rate float64, seed uint64) *countingSink {
+// the events topic and returns what it sent. Tests call it from a goroutine, so
+// it reports failures as an error, not through t.
+func (c *cluster) produceShop(ctx context.Context, n int, rate float64, seed uint64) (*countingSink, error) {
 	cfg := gen.DefaultConfig()
 	cfg.Seed, cfg.Users, cfg.LateShare, cfg.InvalidShare = seed, 500, 0, 0
 	src, err := gen.NewSynthetic(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cl, err := kgo.NewClient(c.kcfg.Opts("e2e-producer")...)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer cl.Close()
 	sink := gen.NewKafkaSink(cl, string(c.topics.Events))
@@ -34,12 +36,36 @@ func (c *cluster) produceShop(ctx context.Context, t *testing.T, n int, rate flo
 	st, err := gen.Run(ctx, gen.RunConfig{Source: src, Sink: counter, Count: int64(n),
 		Pacer: gen.NewPacer(clock, clock.Now(), gen.ConstantRate(rate))})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if st.Sent != int64(n) || sink.Acked() != int64(n) {
-		t.Fatalf("sent %d, acked %d of %d events", st.Sent, sink.Acked(), n)
+		return nil, fmt.Errorf("sent %d, acked %d of %d events", st.Sent, sink.Acked(), n)
 	}
-	return counter
+	return counter, nil
+}
+
+// produceAsync runs produceShop in the background.
+func (c *cluster) produceAsync(ctx context.Context, n int, rate float64, seed uint64) <-chan produced {
+	ch := make(chan produced, 1)
+	go func() {
+		s, err := c.produceShop(ctx, n, rate, seed)
+		ch <- produced{s, err}
+	}()
+	return ch
+}
+
+type produced struct {
+	sent *countingSink
+	err  error
+}
+
+// wait returns what was sent, failing the test if producing failed.
+func (p produced) must(t *testing.T) *countingSink {
+	t.Helper()
+	if p.err != nil {
+		t.Fatalf("producing clicks: %v", p.err)
+	}
+	return p.sent
 }
 
 type countingSink struct {
@@ -71,8 +97,7 @@ func TestKillWorkersExactlyOnce(t *testing.T) {
 	}
 	const n, rate = 6000, 200.0 // 30 s of clicks
 	ctx := testenv.Context(t, 3*time.Minute)
-	produced := make(chan *countingSink, 1)
-	go func() { produced <- c.produceShop(ctx, t, n, rate, 7) }()
+	producing := c.produceAsync(ctx, n, rate, 7)
 
 	r := rand.New(rand.NewPCG(1, 2))
 	kills := 0
@@ -80,7 +105,8 @@ func TestKillWorkersExactlyOnce(t *testing.T) {
 loop:
 	for {
 		select {
-		case sent = <-produced:
+		case p := <-producing:
+			sent = p.must(t)
 			break loop
 		case <-time.After(time.Duration(2000+r.IntN(2000)) * time.Millisecond):
 			id := ids[r.IntN(len(ids))]

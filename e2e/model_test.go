@@ -71,15 +71,14 @@ func TestModelPromotionHotSwap(t *testing.T) {
 	w1, w2 := c.worker(t, "w1", args...), c.worker(t, "w2", args...)
 
 	const n, rate = 3000, 150.0 // 20 s of clicks
-	produced := make(chan *countingSink, 1)
-	go func() { produced <- c.produceShop(ctx, t, n, rate, 11) }()
+	producing := c.produceAsync(ctx, n, rate, 11)
 	// Promote v2 once a third of the clicks have their recommendations.
 	waitRecords(t, ctx, c, string(c.topics.Recs), n/3)
 	if _, err := reg.Promote(ctx, "v2", "e2e: newer"); err != nil {
 		t.Fatal(err)
 	}
 	promoted := time.Now()
-	sent := <-produced
+	sent := (<-producing).must(t)
 	waitFor(t, ctx, func() bool { return len(c.readAll(t, string(c.topics.Recs))) >= n })
 	w1.stop(t)
 	w2.stop(t)

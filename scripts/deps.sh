@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what clickrec's tests and local runs need and the machine lacks.
 # Idempotent: a second run only checks. Debian packages: redis-server, kcat,
-# prometheus (promtool), iproute2; Maven Central: Kafka jars; npm: the ONNX
-# Runtime library; Go module proxy: the Temporal CLI and go-task.
+# prometheus (promtool), iproute2, chromium (the browser test); Maven Central:
+# Kafka jars; npm: the ONNX Runtime library; Go module proxy: the Temporal CLI
+# and go-task.
 source "$(dirname "$0")/lib.sh"
 here=$(dirname "$0")
 
@@ -15,6 +16,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v npm >/dev/null || missing+=(npm)
+# Headless Chromium drives the storefront page in web's browser test.
+command -v chromium >/dev/null || missing+=(chromium)
 # Debian's ONNX checker validates exported models in model/onnx's tests.
 /usr/bin/python3 -c 'import onnx' 2>/dev/null || missing+=(python3-onnx)
 if ((${#missing[@]})); then apt_install "${missing[@]}"; else log "deps: Debian packages present"; fi

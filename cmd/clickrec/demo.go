@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -23,35 +24,44 @@ import (
 )
 
 func init() {
-	register(command{name: "demo", synopsis: "run everything on an embedded Kafka broker and print what flows (no servers needed)", run: runDemo})
+	register(command{name: "demo", synopsis: "run everything on an embedded Kafka broker, with the live storefront page, and print what flows (no servers needed)", run: runDemo})
 }
 
 func runDemo(ctx context.Context, args []string) error {
 	var (
 		hf       hotpathFlags
+		wf       webFlags
 		rate     float64
 		duration time.Duration
 		users    int
 		every    int
 	)
 	fs := newFlagSet("demo", `The one-command demo. Starts an in-process Kafka broker (franz-go's kfake),
-a hot path worker, and the synthetic shop generator; prints recommendations
-as they are committed, with their click→recommendation latency, and a summary
-every few seconds. Ctrl-C stops it. Point --redis-addr at a redis-server to
-also fill the feature store (off by default: the demo needs no servers).`)
+a hot path worker, the web server with the live storefront page (open the URL
+it prints: click products and watch the recommendations arrive), and the
+synthetic shop generator; prints recommendations as they are committed, with
+their click→recommendation latency, and a summary every few seconds. Ctrl-C
+stops it. --rate 0 turns the generator off, so only the page's clicks flow.
+Give --no-redis=false and point --redis-addr at a redis-server to also fill
+the feature store and serve the page from it (off by default: the demo needs
+no servers).`)
 	hf.register(fs)
 	hf.noRedis = true
-	fs.Float64Var(&rate, "rate", 200, "clicks per second from the synthetic shop")
+	wf.register(fs, "web-addr")
+	fs.Float64Var(&rate, "rate", 200, "clicks per second from the synthetic shop (0: no synthetic traffic, only the page's clicks)")
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	fs.IntVar(&users, "users", 2000, "shoppers in the synthetic shop")
 	fs.IntVar(&every, "print-every", 0, "print one recommendation in this many (0: about 5 per second)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := cli.Positive("rate", rate); err != nil {
-		return err
+	if rate < 0 {
+		return cli.Usagef("--rate must not be negative, got %v", rate)
 	}
 	if err := cli.Positive("users", users); err != nil {
+		return err
+	}
+	if _, err := wf.config(); err != nil {
 		return err
 	}
 	if every <= 0 {
@@ -74,7 +84,8 @@ also fill the feature store (off by default: the demo needs no servers).`)
 	defer emb.Close()
 	log.Info("embedded Kafka broker started", "brokers", hf.kafka.Brokers, "partitions", hf.kafka.Partitions)
 
-	shop := gen.DefaultConfig()
+	// The generator's shop is the one whose catalogue the page shows.
+	shop := wf.shop
 	shop.Users = users
 	pop, err := warmPopularity(shop, 50_000, hf.cfg.TopK)
 	if err != nil {
@@ -83,6 +94,7 @@ also fill the feature store (off by default: the demo needs no servers).`)
 
 	g, gctx := errgroup.WithContext(ctx)
 	workerReady := make(chan struct{})
+	var pageURL atomic.Value // the storefront's URL once it listens, repeated in the summaries
 	g.Go(func() error {
 		return serveHotpath(gctx, &hf, log, func(w *hotpath.Worker) {
 			w.SetPopularity(pop)
@@ -90,6 +102,22 @@ also fill the feature store (off by default: the demo needs no servers).`)
 		})
 	})
 	g.Go(func() error {
+		run := webRun{flags: &wf, kafka: &hf.kafka, topics: hf.cfg.Topics, log: log, listening: func(addr string) {
+			pageURL.Store("http://" + addr + "/")
+			fmt.Printf("\n  ▶ storefront: open http://%s/ — click products and watch the recommendations arrive\n\n", addr)
+		}}
+		if !hf.noRedis {
+			rc := hf.redis.Client()
+			defer rc.Close()
+			run.redis = rc
+		}
+		return serveWeb(gctx, run)
+	})
+	g.Go(func() error {
+		if rate == 0 {
+			log.Info("synthetic traffic off (--rate 0): only the storefront's clicks flow")
+			return nil
+		}
 		select {
 		case <-workerReady:
 		case <-gctx.Done():
@@ -112,7 +140,9 @@ also fill the feature store (off by default: the demo needs no servers).`)
 		})
 		return err
 	})
-	g.Go(func() error { return printRecs(gctx, &hf, os.Stdout, every) })
+	g.Go(func() error {
+		return printRecs(gctx, &hf, os.Stdout, every, func() string { s, _ := pageURL.Load().(string); return s })
+	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -163,8 +193,9 @@ func warmPopularity(cfg gen.Config, n, k int) (*hotpath.Popularity, error) {
 }
 
 // printRecs follows the recommendations topic (read_committed) and prints a
-// sample of them, and a summary every 5 seconds.
-func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int) error {
+// sample of them, and a summary every 5 seconds that ends with page(), the
+// storefront's URL, if it is not empty.
+func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int, page func() string) error {
 	cl, err := kgo.NewClient(append(hf.kafka.Opts("clickrec-demo-reader"),
 		kgo.ConsumeTopics(string(hf.cfg.Topics.Recs)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -214,8 +245,12 @@ func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int) er
 		if time.Since(lastPrint) >= 5*time.Second && len(lat) > 0 {
 			slices.Sort(lat)
 			q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-			fmt.Fprintf(w, "── %d recommendations so far · last 5 s: %d, click→rec p50 %.1f ms p95 %.1f ms · strategies %v\n",
+			fmt.Fprintf(w, "── %d recommendations so far · last 5 s: %d, click→rec p50 %.1f ms p95 %.1f ms · strategies %v",
 				n, len(lat), q(0.5), q(0.95), strategy)
+			if u := page(); u != "" {
+				fmt.Fprintf(w, " · storefront %s", u)
+			}
+			fmt.Fprintln(w)
 			lat = lat[:0]
 			lastPrint = time.Now()
 		}
