@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ type hotpathFlags struct {
 	noRedis  bool
 	cfg      hotpath.Config
 	httpAddr string
+	pprof    bool
 	model    modelFlags
 }
 
@@ -45,6 +47,8 @@ func (f *hotpathFlags) register(fs *cli.FlagSet) {
 	f.cfg.Register(fs)
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (ready once every owned partition is restored)")
 	fs.Env("http-addr", "CLICKREC_HTTP_ADDR")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler on --http-addr under /debug/pprof/")
+	fs.Env("pprof", "CLICKREC_PPROF")
 	f.model.register(fs)
 }
 
@@ -128,6 +132,13 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 		}
 		fmt.Fprintln(rw, "ready")
 	})
+	if f.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("serving metrics and health", "addr", "http://"+ln.Addr().String())
 
