@@ -243,7 +243,10 @@ func writeFileAtomic(path string, b []byte) error {
 		return fmt.Errorf("model: %w", err)
 	}
 	tmp := f.Name()
-	_, err = io.Copy(f, bytes.NewReader(b))
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = io.Copy(f, bytes.NewReader(b))
+	}
 	if err == nil {
 		err = f.Sync()
 	}

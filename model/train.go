@@ -43,9 +43,9 @@ type Config struct {
 	Negatives    int     `json:"negatives"`
 	LearningRate float64 `json:"learning_rate"`
 	// LRDecay lowers the learning rate linearly to a tenth over the epochs.
-	LRDecay bool `json:"lr_decay"`
-	NegExponent  float64 `json:"neg_exponent"`
-	L2           float64 `json:"l2"`
+	LRDecay     bool    `json:"lr_decay"`
+	NegExponent float64 `json:"neg_exponent"`
+	L2          float64 `json:"l2"`
 	// InitScale multiplies the ALS fold-in P that starts an untied refinement.
 	InitScale float64 `json:"init_scale"`
 	// Tied refines one unit-norm embedding Ê per item, started from the ALS
@@ -71,20 +71,28 @@ type Config struct {
 	Workers int    `json:"workers"`
 }
 
-// DefaultConfig returns the tuned defaults.
+// DefaultConfig returns the defaults, chosen on a validation split of the
+// Diginetica training sessions (fit on the first 90%, 4,000 next-item cases
+// from the last 10%; V-SKNN scores HR@20 0.490, MRR@20 0.175 there). After 3
+// epochs: tied, temperature 0.07, decay 0.6, lr 0.01 decayed: 0.506 / 0.180;
+// decay 0.8: 0.496 / 0.173; decay 0.9: 0.488 / 0.169; temperature 0.05 or 0.1:
+// 0.482–0.484 / 0.166–0.170; untied P and Y: 0.397 / 0.119 after 2 epochs;
+// plain ALS fold-in (epochs 0): 0.24 / 0.06. Starting the refinement from the
+// ALS factors or from random ones ends within noise (0.491 vs 0.490).
 func DefaultConfig() Config {
 	return Config{
 		Factors:       64,
-		Iterations:    8,
+		Iterations:    5,
 		Alpha:         10,
 		Lambda:        0.1,
 		CGSteps:       3,
 		Weighting:     DefaultWeighting,
 		MinCount:      1,
-		Epochs:        4,
+		Epochs:        3,
 		BatchSize:     256,
-		Negatives:     2048,
-		LearningRate:  0.002,
+		Negatives:     1024,
+		LearningRate:  0.01,
+		LRDecay:       true,
 		NegExponent:   0.5,
 		L2:            0,
 		InitScale:     1,
@@ -218,14 +226,13 @@ func Train(ctx context.Context, sessions []Session, cfg Config, log *slog.Logger
 		}
 	}
 
-	f, alsLoss, err := fit(ctx, c, nFit, cfg, val, rep, log)
+	f, alsLoss, res, err := fit(ctx, c, nFit, cfg, val, rep, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	rep.ALSLoss = alsLoss
 	beta := 0.0
 	if val != nil {
-		res := val.eval(f)
 		bi := bestBeta(res)
 		beta = val.betas[bi]
 		rep.PriorWeight = beta
@@ -234,7 +241,7 @@ func Train(ctx context.Context, sessions []Session, cfg Config, log *slog.Logger
 	}
 	if cfg.Refit && nFit < nAll {
 		log.Info("refit on all sessions", "sessions", nAll)
-		f, alsLoss, err = fit(ctx, c, nAll, cfg, nil, nil, log)
+		f, alsLoss, _, err = fit(ctx, c, nAll, cfg, nil, nil, log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -263,35 +270,40 @@ func countItems(c *corpus, sessions int) []float64 {
 }
 
 // fit trains ALS and the next-item refinement on the first n sessions of c.
-// With a validator it evaluates after ALS and after every epoch into rep.
-func fit(ctx context.Context, c *corpus, n int, cfg Config, val *validator, rep *Report, log *slog.Logger) (*factors, float64, error) {
+// With a validator it evaluates after ALS and after every epoch into rep, and
+// returns the last evaluation (one entry per prior weight).
+func fit(ctx context.Context, c *corpus, n int, cfg Config, val *validator, rep *Report, log *slog.Logger) (*factors, float64, []valMetrics, error) {
 	k := cfg.Factors
 	nItems := len(c.itemIDs)
 	f := &factors{n: nItems, k: k, tied: cfg.Tied, temperature: float32(cfg.Temperature)}
-	var loss float64
+	var (
+		loss float64
+		last []valMetrics
+	)
 	sub := &corpus{itemIDs: c.itemIDs, items: c.items, types: c.types, offsets: c.offsets[:n+1]}
 	if cfg.Iterations > 0 {
 		r := interactions(sub, cfg.Weighting)
 		als, err := trainALS(ctx, r, alsConfig{factors: k, iterations: cfg.Iterations, alpha: cfg.Alpha, lambda: cfg.Lambda,
 			cgSteps: cfg.CGSteps, workers: cfg.workers(), seed: cfg.Seed}, log)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		loss = als.loss
 		p, err := foldIn(als.y, k, cfg.Lambda)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		alsF := &factors{n: nItems, k: k, p: toF32(p, 1), y: toF32(als.y, 1)}
 		if val != nil {
 			res := val.eval(alsF)
+			last = res
 			bi := bestBeta(res)
 			rep.ValidationALS = res[bi].asMap()
 			rep.ValidationALS["prior_weight"] = val.betas[bi]
 			log.Info("validation (ALS fold-in)", "prior_weight", val.betas[bi], "hr@20", res[bi].hr20, "mrr@20", res[bi].mrr20)
 		}
 		if cfg.Epochs == 0 {
-			return alsF, loss, nil
+			return alsF, loss, last, nil
 		}
 		if cfg.Tied {
 			// Start from the ALS directions at unit length: the refinement
@@ -334,15 +346,16 @@ func fit(ctx context.Context, c *corpus, n int, cfg Config, val *validator, rep 
 			return nil
 		}
 		res := val.eval(f)
+		last = res
 		bi := bestBeta(res)
 		rep.Epochs = append(rep.Epochs, EpochStats{Epoch: ep, Loss: l, HR20: res[bi].hr20, MRR20: res[bi].mrr20})
 		log.Info("validation", "epoch", ep, "prior_weight", val.betas[bi], "hr@20", res[bi].hr20, "mrr@20", res[bi].mrr20)
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	return f, loss, nil
+	return f, loss, last, nil
 }
 
 func toF32(x []float64, scale float64) []float32 {

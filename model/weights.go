@@ -25,9 +25,11 @@ type Weighting struct {
 	Normalize bool `json:"normalize"`
 }
 
-// DefaultWeighting is view 1, cart 3, purchase 5, decay 0.8 per step over the
-// newest 20 events, normalized to sum 1.
-var DefaultWeighting = Weighting{View: 1, Cart: 3, Purchase: 5, Decay: 0.8, MaxItems: 20, Normalize: true}
+// DefaultWeighting is view 1, cart 3, purchase 5, decay 0.6 per step over the
+// newest 20 events, normalized to sum 1. The decay was chosen on a validation
+// split of the Diginetica training sessions (0.4–0.6 best; 0.8 and 0.9 lose
+// 2 and 3 points of HR@20).
+var DefaultWeighting = Weighting{View: 1, Cart: 3, Purchase: 5, Decay: 0.6, MaxItems: 20, Normalize: true}
 
 // Validate reports a weighting that cannot produce meaningful weights.
 func (w Weighting) Validate() error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -104,6 +105,7 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 		return err
 	}
 	workers = cfg.Workers
+	limitProcs(workers)
 
 	t0 := time.Now()
 	sessions, stats, err := model.ReadSessionsFile(trainFile, format)
@@ -171,15 +173,17 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 		"HR@k: target in the top k; MRR@20: mean 1/rank (0 beyond 20); NDCG@10: mean 1/log2(rank+1) (0 beyond 10); "+
 		"served: the trained model through model.Scorer, session weighted by its Weighting",
 		len(cases), filepath.Base(testFile), stats.Sessions, filepath.Base(trainFile), eval.Cutoff)
-	js, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
+	var js bytes.Buffer
+	enc := json.NewEncoder(&js)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(res); err != nil {
 		return fmt.Errorf("encode report: %w", err)
 	}
-	js = append(js, '\n')
 	if jsonOut == "-" {
-		_, err = os.Stdout.Write(js)
+		_, err = os.Stdout.Write(js.Bytes())
 	} else {
-		err = os.WriteFile(jsonOut, js, 0o644)
+		err = os.WriteFile(jsonOut, js.Bytes(), 0o644)
 	}
 	if err != nil {
 		return fmt.Errorf("write report: %w", err)

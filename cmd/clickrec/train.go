@@ -22,7 +22,7 @@ func trainFlags(fs *cli.FlagSet, cfg *model.Config, envPrefix string) func() err
 	d := model.DefaultConfig()
 	*cfg = d
 	var (
-		view, cart, purchase, decay = float64(d.Weighting.View), float64(d.Weighting.Cart), float64(d.Weighting.Purchase), float64(d.Weighting.Decay)
+		view, cart, purchase, decay = f64(d.Weighting.View), f64(d.Weighting.Cart), f64(d.Weighting.Purchase), f64(d.Weighting.Decay)
 		priors                      cli.Strings
 		seed                        = strconv.FormatUint(d.Seed, 10)
 	)
@@ -99,11 +99,21 @@ func trainFlags(fs *cli.FlagSet, cfg *model.Config, envPrefix string) func() err
 		if err := cfg.Validate(); err != nil {
 			return cli.Usagef("%v", err)
 		}
-		if cfg.Workers > 0 {
-			// gonum's matrix products follow GOMAXPROCS.
-			runtime.GOMAXPROCS(cfg.Workers)
-		}
 		return nil
+	}
+}
+
+// f64 widens a float32 flag default without binary noise (0.6, not 0.6000000238).
+func f64(v float32) float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(v), 'g', -1, 32), 64)
+	return f
+}
+
+// limitProcs caps GOMAXPROCS at workers (when positive) for a one-shot
+// command: gonum's matrix products size their parallelism by GOMAXPROCS.
+func limitProcs(workers int) {
+	if workers > 0 && workers < runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(workers)
 	}
 }
 
@@ -148,6 +158,7 @@ diginetica (one session per line, space-separated item ids), gzip or plain.`)
 	if err := apply(); err != nil {
 		return err
 	}
+	limitProcs(cfg.Workers)
 	t0 := time.Now()
 	sessions, stats, err := model.ReadSessionsFile(data, format)
 	if err != nil {

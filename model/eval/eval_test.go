@@ -213,6 +213,9 @@ func TestServed(t *testing.T) {
 // recent real Diginetica training sessions, evaluated with the baselines on
 // 500 real dev cases.
 func TestDigineticaSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains on real data (a few seconds)")
+	}
 	const dir = "../../../shared/data/diginetica"
 	trainPath, testPath := filepath.Join(dir, "train_sessions.txt.gz"), filepath.Join(dir, "test_cases.dev.tsv.gz")
 	if _, err := os.Stat(trainPath); err != nil {
