@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/model/onnx"
 )
 
 func init() {
@@ -35,6 +37,7 @@ func runDemo(ctx context.Context, args []string) error {
 		duration time.Duration
 		users    int
 		every    int
+		trainN   int
 	)
 	fs := newFlagSet("demo", `The one-command demo. Starts an in-process Kafka broker (franz-go's kfake),
 a hot path worker, the web server with the live storefront page (open the URL
@@ -52,6 +55,7 @@ no servers).`)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	fs.IntVar(&users, "users", 2000, "shoppers in the synthetic shop")
 	fs.IntVar(&every, "print-every", 0, "print one recommendation in this many (0: about 5 per second)")
+	fs.IntVar(&trainN, "train-clicks", 60_000, "train a model on this many clicks of the synthetic shop's history before starting, so recommendations come from the model (0: popularity only; --model-dir serves a saved model instead)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,6 +95,12 @@ no servers).`)
 	if err != nil {
 		return err
 	}
+	var demoModel *hotpath.Serving
+	if trainN > 0 && hf.model.file == "" {
+		if demoModel, err = trainDemoModel(ctx, shop, trainN, &hf.model, log); err != nil {
+			return err
+		}
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	workerReady := make(chan struct{})
@@ -98,6 +108,9 @@ no servers).`)
 	g.Go(func() error {
 		return serveHotpath(gctx, &hf, log, func(w *hotpath.Worker) {
 			w.SetPopularity(pop)
+			if demoModel != nil {
+				w.SetServing(demoModel)
+			}
 			close(workerReady)
 		})
 	})
@@ -255,4 +268,58 @@ func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int, pa
 			lastPrint = time.Now()
 		}
 	}
+}
+
+// trainDemoModel trains a small model on n clicks of the synthetic shop's
+// history (the same shop the generator then plays), standing in for the
+// RetrainModel workflow, which the demo does not run. It serves it with ONNX
+// Runtime when the library is installed, else with the pure-Go scorer.
+func trainDemoModel(ctx context.Context, shop gen.Config, n int, mf *modelFlags, log *slog.Logger) (*hotpath.Serving, error) {
+	start := time.Now()
+	shop.LateShare, shop.InvalidShare = 0, 0
+	shop.Seed += 1000 // history, not the clicks the generator will send
+	src, err := gen.NewSynthetic(shop)
+	if err != nil {
+		return nil, err
+	}
+	bySession := map[string]*model.Session{}
+	var order []*model.Session
+	var r gen.Record
+	t := time.Now().Add(-24 * time.Hour)
+	for i := 0; i < n && src.Next(&r, t); i++ {
+		t = t.Add(time.Second)
+		key := r.Click.UserID + "/" + r.Click.SessionID
+		s := bySession[key]
+		if s == nil {
+			s = &model.Session{ID: key, StartMs: r.Click.TimestampMs}
+			bySession[key] = s
+			order = append(order, s)
+		}
+		s.Items = append(s.Items, r.Click.ItemID)
+		s.Types = append(s.Types, r.Click.Type)
+		s.EndMs = r.Click.TimestampMs
+	}
+	sessions := make([]model.Session, 0, len(order))
+	for _, s := range order {
+		if len(s.Items) > 1 {
+			sessions = append(sessions, *s)
+		}
+	}
+	cfg := model.DefaultConfig()
+	cfg.Factors, cfg.Epochs, cfg.Refit = 32, 2, false
+	log.Info("demo: training a model on the shop's history (--train-clicks 0 skips this)", "clicks", n, "sessions", len(sessions))
+	m, _, err := model.Train(ctx, sessions, cfg, log.With("component", "train"))
+	if err != nil {
+		return nil, fmt.Errorf("training the demo model: %w", err)
+	}
+	if _, err := onnx.LibraryPath(mf.ortLib); err != nil {
+		log.Info("demo: ONNX Runtime library not found, scoring with the pure-Go scorer", "hint", onnx.InstallHint)
+		mf.scorer = "go"
+	}
+	s, err := mf.serving("demo-"+time.Now().UTC().Format("150405"), m, nil)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("demo: model ready", "items", m.NumItems(), "scorer", mf.scorer, "took", time.Since(start).Round(time.Millisecond))
+	return s, nil
 }
