@@ -1,0 +1,331 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+
+	"github.com/clickrec/clickrec/internal/cli"
+)
+
+// Synopsis is the one-line description of `clickrec loadtest`.
+const Synopsis = "load-test the hot path end to end and judge its SLA (exit code 1 on breach)"
+
+const usageText = `Load-test the hot path end to end and judge the SLA, k6-style: exit code 0
+when every threshold holds, 1 when one is breached (or the run failed), 2 for
+a usage error.
+
+An open-model generator sends clicks to user_events at a fixed arrival rate:
+every event has an intended send time and latency counts from it, so a
+stalled system cannot hide behind a slowed-down generator. A read_committed
+reader of recommendations matches each recommendation to its click by
+event_id. After the last send it drains (until the hot path group has
+committed every input and the reader has read up to the last stable offset,
+at most --drain-timeout), then counts:
+
+  missing      on-time clicks without a recommendation
+  duplicates   recommendations beyond the first for one click
+  unexpected   recommendations for invalid clicks (they belong in the DLQ)
+
+What a click is owed: an on-time click exactly one recommendation; a late
+click (event time 1-9 min before it is sent) exactly one if it is at most
+--out-of-orderness late (it cannot be behind its partition's watermark),
+otherwise none or one depending on the watermark (reported, not judged); an
+invalid click none.
+
+Scenarios:
+  steady  --rate events/s for --duration
+  ramp    one step of --step-duration per rate in --rates; a step that
+          misses the latency SLA stops the ramp; reports the highest rate that
+          met it (passes if one did, and that rate is at least --sla-min-rate)
+  burst   --rate, and --burst-rate for the last --burst-duration of every
+          --burst-every
+  late    steady, with --late-share 0.2 and --invalid-share 0.05 unless given
+  chaos   steady, SIGKILLing a spawned worker every --kill-every (round
+          robin, or all with --kill-all) and restarting it with the same
+          instance id; demands 0 missing and 0 duplicates; the latency
+          thresholds apply only if given explicitly
+
+Workers: with --spawn-workers N (default 1) the load test runs N
+"clickrec hotpath" child processes (--clickrec-bin, default this binary) on
+fresh topics (--topic-prefix, default loadtest-<time>-<pid>-, deleted at the
+end unless --keep-topics) and a fresh group, each with its own --instance-id
+and --http-addr, logging to --out; it stops them at the end and on Ctrl-C.
+With --spawn-workers 0 it targets workers already running: give their
+--group and --topic-prefix.
+
+Output: a summary on stdout, progress on stderr every --progress-every,
+--json FILE with the full report, and next to it (or in --out)
+<name>-latency-over-time.png and <name>-latency-distribution.png.
+
+Examples:
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --rate 1000 --duration 60s --json out/loadtest/steady.json
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario ramp --rates 1000,5000,10000,20000
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --kill-every 10s
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --source taobao --speedup 120`
+
+type flags struct {
+	cfg      Config
+	rates    string
+	workerFl multiFlag
+	workerEv multiFlag
+	jsonPath string
+	cpuProf  string
+	log      cli.Logging
+	set      map[string]bool
+	envs     map[string]string // flag → environment variable
+}
+
+// multiFlag is a flag that may be given more than once.
+type multiFlag []string
+
+// String implements flag.Value.
+func (m *multiFlag) String() string { return strings.Join(*m, " ") }
+
+// Set implements flag.Value.
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (f *flags) register(fs *cli.FlagSet) {
+	c := &f.cfg
+	*c = DefaultConfig()
+	f.envs = map[string]string{}
+	env := func(name string) {
+		v := "CLICKREC_LOADTEST_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		fs.Env(name, v)
+		f.envs[name] = v
+	}
+	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "steady, ramp, burst, late or chaos (see above)")
+	env("scenario")
+	fs.StringVar(&c.Source, "source", c.Source, "traffic: synthetic (gen's shop, paced by --rate) or taobao (a time-compressed replay of --taobao-file, paced by --speedup; steady, late and chaos only)")
+	env("source")
+	fs.Float64Var(&c.Rate, "rate", c.Rate, "events per second (steady, late, chaos; the base rate of burst)")
+	env("rate")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the measured run (taobao: cut the replay after this much; 0 = all of it)")
+	env("duration")
+	fs.StringVar(&f.rates, "rates", joinRates(c.Rates), "ramp: comma-separated step rates in events per second")
+	env("rates")
+	fs.DurationVar(&c.StepDuration, "step-duration", c.StepDuration, "ramp: length of each step")
+	env("step-duration")
+	fs.Float64Var(&c.BurstRate, "burst-rate", c.BurstRate, "burst: events per second during a burst")
+	env("burst-rate")
+	fs.DurationVar(&c.BurstEvery, "burst-every", c.BurstEvery, "burst: one burst at the end of every such period")
+	env("burst-every")
+	fs.DurationVar(&c.BurstDuration, "burst-duration", c.BurstDuration, "burst: length of a burst")
+	env("burst-duration")
+	fs.Float64Var(&c.Shop.LateShare, "late-share", c.Shop.LateShare, "share (0-1) of clicks sent 1-9 minutes after their event time (0.2 in the late scenario unless given)")
+	env("late-share")
+	fs.Float64Var(&c.Shop.InvalidShare, "invalid-share", c.Shop.InvalidShare, "share (0-1) of invalid clicks, which must get no recommendation (0.05 in the late scenario unless given)")
+	env("invalid-share")
+	fs.IntVar(&c.Shop.Users, "users", c.Shop.Users, "synthetic shoppers")
+	env("users")
+	fs.IntVar(&c.Shop.Items, "items", c.Shop.Items, "synthetic catalogue size")
+	env("items")
+	fs.IntVar(&c.Shop.Categories, "categories", c.Shop.Categories, "synthetic categories")
+	env("categories")
+	fs.Uint64Var(&c.Shop.Seed, "seed", c.Shop.Seed, "random seed of the traffic")
+	env("seed")
+	fs.StringVar(&c.TaobaoFile, "taobao-file", c.TaobaoFile, "Taobao UserBehavior CSV for --source taobao (relative to the working directory)")
+	env("taobao-file")
+	fs.Float64Var(&c.Speedup, "speedup", c.Speedup, "taobao: time compression (60 plays the 1.92 h slice in 1m55s at ~830 events/s mean)")
+	env("speedup")
+	fs.IntVar(&c.WarmupEvents, "warmup-events", c.WarmupEvents, "synthetic events sent before measuring; all must be answered first (proves every partition is assigned and restored)")
+	env("warmup-events")
+	fs.Float64Var(&c.WarmupRate, "warmup-rate", c.WarmupRate, "events per second of the warm-up")
+	env("warmup-rate")
+	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", c.ReadyTimeout, "how long workers may take to become ready and answer the warm-up")
+	env("ready-timeout")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long to wait after the last send for the last recommendations")
+	env("drain-timeout")
+	fs.DurationVar(&c.ProgressEvery, "progress-every", c.ProgressEvery, "progress log interval on stderr (0: none)")
+	env("progress-every")
+	c.Kafka.Register(fs)
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", "", "prefix of the topic names (as the workers' --topic-prefix); with spawned workers default a fresh loadtest-<time>-<pid>- whose topics are deleted at the end")
+	env("topic-prefix")
+	fs.StringVar(&c.Group, "group", "", "the hot path consumer group (spawned workers: default <topic-prefix>hotpath; running workers: default clickrec-hotpath)")
+	env("group")
+	fs.BoolVar(&c.KeepTopics, "keep-topics", false, "keep the fresh topics of a spawned run")
+	env("keep-topics")
+	fs.DurationVar(&c.ProducerLinger, "producer-linger", 0, "linger of the generator's producer (franz-go's default is 10ms; a click producer should not hold clicks back)")
+	env("producer-linger")
+	fs.IntVar(&c.SpawnWorkers, "spawn-workers", c.SpawnWorkers, "hot path workers to run as child processes (at most --kafka-partitions useful); 0 targets workers already running")
+	env("spawn-workers")
+	fs.StringVar(&c.ClickrecBin, "clickrec-bin", "", "clickrec binary to spawn workers from (default: this executable)")
+	env("clickrec-bin")
+	fs.Var(&f.workerFl, "worker-flag", "extra flag for spawned workers, e.g. --worker-flag=--max-poll-records=500 (repeatable)")
+	fs.Var(&f.workerEv, "worker-env", "extra NAME=value environment for spawned workers (repeatable)")
+	fs.DurationVar(&c.KillEvery, "kill-every", c.KillEvery, "chaos: SIGKILL a worker this often")
+	env("kill-every")
+	fs.BoolVar(&c.KillAll, "kill-all", false, "chaos: kill every worker at once instead of one at a time")
+	env("kill-all")
+	fs.DurationVar(&c.RestartDelay, "restart-delay", 0, "chaos: wait this long before restarting a killed worker")
+	env("restart-delay")
+	fs.DurationVar(&c.OutOfOrderness, "out-of-orderness", c.OutOfOrderness, "the workers' --out-of-orderness (spawned workers get it): late clicks within it are owed a recommendation")
+	env("out-of-orderness")
+	fs.DurationVar(&c.SLA.P95, "sla-p95", c.SLA.P95, "p95 latency must stay below this (0: not judged)")
+	env("sla-p95")
+	fs.DurationVar(&c.SLA.P99, "sla-p99", c.SLA.P99, "p99 latency must stay below this (0: not judged)")
+	env("sla-p99")
+	fs.Int64Var(&c.SLA.MaxMissing, "sla-max-missing", 0, "on-time clicks allowed to go without a recommendation")
+	env("sla-max-missing")
+	fs.Int64Var(&c.SLA.MaxDuplicates, "sla-max-duplicates", 0, "duplicate recommendations allowed")
+	env("sla-max-duplicates")
+	fs.Int64Var(&c.SLA.MaxUnexpected, "sla-max-unexpected", 0, "recommendations for invalid clicks allowed")
+	env("sla-max-unexpected")
+	fs.Float64Var(&c.SLA.MinRate, "sla-min-rate", 0, "ramp: the highest rate meeting the SLA must be at least this (0: any step)")
+	env("sla-min-rate")
+	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report to this file, and the plots next to it")
+	env("json")
+	fs.StringVar(&c.OutDir, "out", c.OutDir, "directory of worker logs, and of the report and plots without --json")
+	env("out")
+	fs.StringVar(&f.cpuProf, "cpu-profile", "", "write a CPU profile of the load test process itself (generator and reader) to this file, to check it is not the bottleneck")
+	env("cpu-profile")
+	f.log.Register(fs)
+}
+
+func joinRates(r []float64) string {
+	s := make([]string, len(r))
+	for i, x := range r {
+		s[i] = strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		x, err := strconv.ParseFloat(p, 64)
+		if err != nil || !(x > 0) {
+			return nil, fmt.Errorf("%q is not a positive rate", p)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+// apply fills what depends on other flags.
+func (f *flags) apply() error {
+	c := &f.cfg
+	rates, err := parseRates(f.rates)
+	if err != nil {
+		return cli.Usagef("--rates: %v", err)
+	}
+	c.Rates = rates
+	c.WorkerFlags, c.WorkerEnv = f.workerFl, f.workerEv
+	if c.Scenario == ScenarioLate {
+		if !f.set["late-share"] {
+			c.Shop.LateShare = 0.2
+		}
+		if !f.set["invalid-share"] {
+			c.Shop.InvalidShare = 0.05
+		}
+	}
+	if c.Scenario == ScenarioChaos {
+		if !f.set["sla-p95"] {
+			c.SLA.P95 = 0
+		}
+		if !f.set["sla-p99"] {
+			c.SLA.P99 = 0
+		}
+	}
+	if c.SpawnWorkers == 0 && c.Group == "" {
+		c.Group = "clickrec-hotpath"
+	}
+	if c.Source == "taobao" && !f.set["duration"] {
+		c.Duration = 0
+	}
+	if err := c.Validate(); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if c.Source == "taobao" {
+		if _, err := os.Stat(c.TaobaoFile); err != nil {
+			return cli.Usagef("--taobao-file: %v (run from the repository root, or set --taobao-file / CLICKREC_LOADTEST_TAOBAO_FILE)", err)
+		}
+	}
+	return nil
+}
+
+// Command runs `clickrec loadtest` with args (without the command name),
+// writing the summary to stdout and progress to stderr. Flag mistakes and
+// unreachable brokers are *cli.UsageError (exit 2); a breached SLA is an
+// error wrapping ErrSLA (exit 1).
+func Command(ctx context.Context, args []string, stdout io.Writer) error {
+	var f flags
+	fs := cli.NewFlagSet("loadtest", usageText)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	for name, v := range f.envs { // a flag set through its variable counts as given
+		if _, ok := os.LookupEnv(v); ok {
+			f.set[name] = true
+		}
+	}
+	fs.Visit(func(fl *flag.Flag) { // connection settings the spawned workers need too
+		if strings.HasPrefix(fl.Name, "kafka-") && fl.Name != "kafka-brokers" && fl.Name != "kafka-partitions" {
+			f.cfg.KafkaFlags = append(f.cfg.KafkaFlags, "--"+fl.Name+"="+fl.Value.String())
+		}
+	})
+	if err := f.apply(); err != nil {
+		return err
+	}
+	log, err := f.log.Logger()
+	if err != nil {
+		return err
+	}
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return cli.Usagef("--cpu-profile: %v", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("starting the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return Execute(ctx, f.cfg, f.jsonPath, log, stdout)
+}
+
+// Execute runs cfg, prints the summary to stdout, writes the JSON report to
+// jsonPath (or <cfg.OutDir>/loadtest-<scenario>-<time>.json when empty) and
+// the plots next to it, and returns the verdict as an error (nil: SLA met).
+func Execute(ctx context.Context, cfg Config, jsonPath string, log *slog.Logger, stdout io.Writer) error {
+	rep, err := Run(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if jsonPath == "" {
+		jsonPath = filepath.Join(cfg.OutDir, fmt.Sprintf("loadtest-%s-%s.json", cfg.Scenario, rep.StartedAt.Format("20060102-150405")))
+	}
+	base := strings.TrimSuffix(filepath.Base(jsonPath), filepath.Ext(jsonPath))
+	plots, perr := rep.WritePlots(filepath.Dir(jsonPath), base)
+	if perr != nil {
+		log.Error("could not draw the plots", "err", perr)
+	}
+	rep.Plots = plots
+	jerr := rep.WriteJSON(jsonPath)
+	if jerr == nil {
+		rep.Notes = append(rep.Notes, "report: "+jsonPath)
+	}
+	if err := rep.WriteText(stdout); err != nil {
+		return fmt.Errorf("writing the summary: %w", err)
+	}
+	if err := errors.Join(perr, jerr); err != nil {
+		return err
+	}
+	return rep.Err()
+}

@@ -1,0 +1,665 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// SLA holds the thresholds that decide a run's verdict and exit code. A zero
+// latency threshold is not enforced.
+type SLA struct {
+	P95, P99      time.Duration // latency percentiles must stay below these
+	MaxMissing    int64         // on-time events without a recommendation
+	MaxDuplicates int64         // recommendations beyond the first per event
+	MaxUnexpected int64         // recommendations for events that must have none
+	// MinRate (ramp only): the highest step rate meeting the SLA must be at
+	// least this many events per second. 0: any passing step will do.
+	MinRate float64
+}
+
+// DefaultSLA is the project's SLA (DESIGN.md, R10): p95 < 75 ms, p99 < 150 ms,
+// nothing missing, nothing doubled, nothing unexpected.
+func DefaultSLA() SLA { return SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond} }
+
+// ErrSLA is wrapped by the error a run returns when it breached its SLA.
+var ErrSLA = errors.New("SLA not met")
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p99_9"`
+	Max   float64 `json:"max"`
+}
+
+func latencyOf(h *hdrhistogram.Histogram) Latency {
+	ms := func(us int64) float64 { return math.Round(float64(us)) / 1000 }
+	if h.TotalCount() == 0 {
+		return Latency{}
+	}
+	return Latency{
+		Count: h.TotalCount(),
+		Mean:  math.Round(h.Mean()) / 1000,
+		P50:   ms(h.ValueAtPercentile(50)),
+		P90:   ms(h.ValueAtPercentile(90)),
+		P95:   ms(h.ValueAtPercentile(95)),
+		P99:   ms(h.ValueAtPercentile(99)),
+		P999:  ms(h.ValueAtPercentile(99.9)),
+		Max:   ms(h.Max()),
+	}
+}
+
+// Split divides the latency at the moment the worker scored the click
+// (processed_at_ms, wall-clock milliseconds): before it, the click's way to the
+// worker (produce, fetch, waiting for the worker's previous transaction);
+// after it, the transaction commit, the transaction markers and the
+// read_committed fetch. Millisecond resolution; the worker and the load test
+// must share a clock (the same machine).
+type Split struct {
+	ToScored   Latency `json:"click_to_scored"`
+	ScoredRead Latency `json:"scored_to_read"`
+}
+
+// LateReport breaks down the out-of-order events (see Classify).
+type LateReport struct {
+	Sent int64 `json:"sent"`
+	// WithinOutOfOrderness are on time for the worker: they must have exactly
+	// one recommendation and are part of expected and missing.
+	WithinOutOfOrderness int64 `json:"within_out_of_orderness"`
+	// Beyond are more than the out-of-orderness late: behind their partition's
+	// watermark or not, depending on what came before them. Not judged.
+	Beyond              int64 `json:"beyond_out_of_orderness"`
+	BeyondWithOutput    int64 `json:"beyond_with_output"`
+	BeyondWithoutOutput int64 `json:"beyond_without_output"`
+}
+
+// InvalidReport counts the invalid events and the recommendations they
+// wrongly got.
+type InvalidReport struct {
+	Sent       int64 `json:"sent"`
+	WithOutput int64 `json:"with_output"`
+}
+
+// PhaseReport is one phase of the plan (a ramp step, a burst, …).
+type PhaseReport struct {
+	Name         string   `json:"name"`
+	StartS       float64  `json:"start_s"`
+	EndS         float64  `json:"end_s"`
+	RateTarget   float64  `json:"rate_target"`
+	RateAchieved float64  `json:"rate_achieved"`
+	Sent         int64    `json:"sent"`
+	Expected     int64    `json:"expected"`
+	Missing      int64    `json:"missing"`
+	Duplicates   int64    `json:"duplicates"`
+	Unexpected   int64    `json:"unexpected"`
+	Latency      Latency  `json:"latency_ms"`
+	Partial      bool     `json:"partial,omitempty"` // the run stopped before the phase's planned events were all sent
+	Passed       *bool    `json:"passed,omitempty"`  // judged in ramps only, and only for whole phases
+	Breaches     []string `json:"breaches,omitempty"`
+}
+
+// Point is one bucket of the timeline: events by their intended send time,
+// except Received, which counts first recommendations by the time they were read.
+type Point struct {
+	TS       float64 `json:"t_s"`
+	Sent     int64   `json:"sent"`
+	Received int64   `json:"received"`
+	Missing  int64   `json:"missing"`
+	P50      float64 `json:"p50_ms"`
+	P95      float64 `json:"p95_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+}
+
+// GeneratorReport says how well the generator kept its schedule. Latency
+// counts from the intended time either way.
+type GeneratorReport struct {
+	BehindP99Ms float64 `json:"behind_p99_ms"`
+	BehindMaxMs float64 `json:"behind_max_ms"`
+	Acked       int64   `json:"acked"`
+	Stopped     string  `json:"stopped,omitempty"` // why it stopped before the plan's end
+}
+
+// DrainReport describes the wait for the last recommendations.
+type DrainReport struct {
+	Complete bool    `json:"complete"` // the group committed every input and the reader read up to the last stable offset
+	TookMs   float64 `json:"took_ms"`
+	Detail   string  `json:"detail,omitempty"`
+}
+
+// WorkerReport describes the hot path workers under test.
+type WorkerReport struct {
+	Mode            string   `json:"mode"` // "spawned" or "external"
+	Count           int      `json:"count"`
+	Instances       []string `json:"instances,omitempty"`
+	Restarts        int      `json:"restarts"`
+	UnexpectedExits int      `json:"unexpected_exits"`
+	Logs            []string `json:"logs,omitempty"`
+}
+
+// CPUReport says how busy the machine was while the run was measured (from
+// its start to the end of the drain): the CPU the load test and the spawned
+// workers used, in cores, and the machine's load, which other processes
+// share. -1: not available on this platform.
+type CPUReport struct {
+	Cores         int      `json:"machine_cores"`
+	WindowS       float64  `json:"window_s"`
+	LoadtestCores float64  `json:"loadtest_cores"`
+	WorkersCores  *float64 `json:"workers_cores,omitempty"` // spawned workers only
+	Load1Start    float64  `json:"load1_start"`
+	Load1End      float64  `json:"load1_end"`
+	// CPUPressure is the share of the last minute in which some runnable
+	// task waited for a CPU (Linux pressure stall information), at the end.
+	CPUPressure float64 `json:"cpu_pressure_some_avg60"`
+}
+
+// Kill is one chaos kill.
+type Kill struct {
+	AtS       float64 `json:"at_s"` // since the start of the measured run
+	Instance  string  `json:"instance"`
+	RestartS  float64 `json:"restart_s"`            // when its successor was started
+	ReadyMs   float64 `json:"ready_ms,omitempty"`   // successor's /readyz answered 200 after this long
+	ReadyNote string  `json:"ready_note,omitempty"` // why ready_ms is missing
+}
+
+// Thresholds are the SLA as reported; null means not enforced.
+type Thresholds struct {
+	P95Ms         *float64 `json:"p95_ms"`
+	P99Ms         *float64 `json:"p99_ms"`
+	MaxMissing    int64    `json:"max_missing"`
+	MaxDuplicates int64    `json:"max_duplicates"`
+	MaxUnexpected int64    `json:"max_unexpected"`
+	MinRate       *float64 `json:"min_rate,omitempty"`
+}
+
+// Verdict is the SLA outcome.
+type Verdict struct {
+	Passed     bool       `json:"passed"`
+	Thresholds Thresholds `json:"thresholds"`
+	Breaches   []string   `json:"breaches"`
+}
+
+// Report is the outcome of a load test run, as written by --json.
+type Report struct {
+	Scenario    string    `json:"scenario"`
+	Source      string    `json:"source"`
+	StartedAt   time.Time `json:"started_at"`
+	Brokers     []string  `json:"brokers"`
+	EventsTopic string    `json:"events_topic"`
+	RecsTopic   string    `json:"recs_topic"`
+	Group       string    `json:"group"`
+	// ExactlyOnce is always true: the hot path has no other mode.
+	ExactlyOnce bool         `json:"exactly_once"`
+	Workers     WorkerReport `json:"workers"`
+
+	DurationS    float64 `json:"duration_s"` // planned
+	ElapsedS     float64 `json:"elapsed_s"`  // from the start to the last send
+	RateTarget   float64 `json:"rate_target"`
+	RatePeak     float64 `json:"rate_peak"`
+	RateAchieved float64 `json:"rate_achieved"`
+
+	// Counts over the measured events (warm-up excluded, see Warmup).
+	Sent       int64 `json:"sent"`
+	Expected   int64 `json:"expected"` // events owed exactly one recommendation
+	Received   int64 `json:"received"` // recommendations read for sent events, duplicates included
+	Matched    int64 `json:"matched"`  // expected events that got one
+	Missing    int64 `json:"missing"`
+	Duplicates int64 `json:"duplicates"` // recommendations beyond the first, warm-up included
+	Unexpected int64 `json:"unexpected"` // recommendations for events owed none, warm-up included
+	Unknown    int64 `json:"unknown"`    // recommendations whose event_id this run never sent
+	ReusedIDs  int64 `json:"reused_ids,omitempty"`
+
+	Late    LateReport    `json:"late"`
+	Invalid InvalidReport `json:"invalid"`
+	Warmup  struct {
+		Sent       int64 `json:"sent"`
+		Duplicates int64 `json:"duplicates"`
+		Unexpected int64 `json:"unexpected"`
+	} `json:"warmup"`
+
+	Latency   Latency         `json:"latency_ms"`
+	Split     *Split          `json:"latency_split_ms,omitempty"`
+	Generator GeneratorReport `json:"generator"`
+	Drain     DrainReport     `json:"drain"`
+	CPU       CPUReport       `json:"cpu"`
+
+	Phases            []PhaseReport `json:"phases"`
+	MaxRateMeetingSLA *float64      `json:"max_rate_meeting_sla,omitempty"`
+	Kills             []Kill        `json:"kills,omitempty"`
+	BucketS           float64       `json:"bucket_s"`
+	Timeline          []Point       `json:"timeline"`
+
+	SLA         Verdict  `json:"sla"`
+	Interrupted bool     `json:"interrupted,omitempty"`
+	Error       string   `json:"error,omitempty"`
+	Plots       []string `json:"plots,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
+
+	hist *hdrhistogram.Histogram // overall latency, for the distribution plot
+	sla  SLA
+}
+
+// analyze computes the counts, latencies, phases and timeline of the events
+// measured from start on, following plan.
+func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA) *Report {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	r := &Report{ExactlyOnce: true, hist: newLatencyHistogram(3), sla: sla, Unknown: tr.unknown, ReusedIDs: tr.reused}
+	startNs := tr.Since(start)
+	d := plan.Duration()
+	r.DurationS = d.Seconds()
+	r.RateTarget = round3(plan.MeanRate())
+	r.RatePeak = round3(plan.PeakRate())
+
+	bucket := max(time.Second, (d/300+time.Second-1)/time.Second*time.Second)
+	r.BucketS = bucket.Seconds()
+	nb := int((d + bucket - 1) / bucket)
+	pts := make([]Point, nb)
+	bh := newLatencyHistogram(2)
+	cur := -1
+	flush := func() {
+		if cur >= 0 && cur < nb {
+			l := latencyOf(bh)
+			pts[cur].P50, pts[cur].P95, pts[cur].P99, pts[cur].Max = l.P50, l.P95, l.P99, l.Max
+		}
+		bh.Reset()
+	}
+	behind := newLatencyHistogram(2)
+	toScored, scoredRead := newLatencyHistogram(2), newLatencyHistogram(2)
+	phases := make([]PhaseReport, len(plan.Phases))
+	phHist := make([]*hdrhistogram.Histogram, len(plan.Phases))
+	phLast := make([]int64, len(plan.Phases))
+	for k, ph := range plan.Phases {
+		phases[k] = PhaseReport{Name: ph.Name, StartS: ph.Start.Seconds(), EndS: ph.End.Seconds(), RateTarget: round3(ph.Rate)}
+		phHist[k] = newLatencyHistogram(3)
+		phLast[k] = -1
+	}
+	var lastSent int64 = -1
+	for i := range tr.ev {
+		e := &tr.ev[i]
+		dup := int64(max(e.n, 1) - 1)
+		r.Duplicates += dup
+		if e.expect == ExpectNone && e.n > 0 {
+			r.Unexpected++
+		}
+		if e.warm {
+			r.Warmup.Sent++
+			r.Warmup.Duplicates += dup
+			if e.expect == ExpectNone && e.n > 0 {
+				r.Warmup.Unexpected++
+			}
+			continue
+		}
+		off := e.intended - startNs
+		k := plan.PhaseAt(time.Duration(off))
+		ph := &phases[k]
+		r.Sent++
+		ph.Sent++
+		r.Received += int64(e.n)
+		ph.Duplicates += dup
+		lastSent = max(lastSent, e.sent-startNs)
+		phLast[k] = max(phLast[k], e.sent-startNs)
+		recordNs(behind, max(e.sent-e.intended, 0))
+		b := min(max(int(off/int64(bucket)), 0), nb-1)
+		if b != cur {
+			flush()
+			cur = b
+		}
+		pts[b].Sent++
+		switch e.kind {
+		case KindLate:
+			r.Late.Sent++
+			if e.expect == ExpectOne {
+				r.Late.WithinOutOfOrderness++
+			} else {
+				r.Late.Beyond++
+				if e.n > 0 {
+					r.Late.BeyondWithOutput++
+				} else {
+					r.Late.BeyondWithoutOutput++
+				}
+			}
+		case KindInvalid:
+			r.Invalid.Sent++
+			if e.n > 0 {
+				r.Invalid.WithOutput++
+				ph.Unexpected++
+			}
+		}
+		if e.expect == ExpectOne {
+			r.Expected++
+			ph.Expected++
+			if e.n == 0 {
+				r.Missing++
+				ph.Missing++
+				pts[b].Missing++
+			} else {
+				r.Matched++
+			}
+		}
+		if e.n > 0 && e.expect != ExpectNone {
+			lat := e.first - e.intended
+			recordNs(r.hist, lat)
+			if e.scored != 0 {
+				recordNs(toScored, e.scored-e.intended)
+				recordNs(scoredRead, e.first-e.scored)
+			}
+			recordNs(phHist[k], lat)
+			recordNs(bh, lat)
+			if rb := int((e.first - startNs) / int64(bucket)); rb >= 0 {
+				for rb >= len(pts) {
+					pts = append(pts, Point{})
+				}
+				pts[rb].Received++
+			}
+		}
+	}
+	flush()
+	for i := range pts {
+		pts[i].TS = float64(i) * bucket.Seconds()
+	}
+	r.Timeline = pts
+	r.Latency = latencyOf(r.hist)
+	if toScored.TotalCount() > 0 {
+		r.Split = &Split{ToScored: latencyOf(toScored), ScoredRead: latencyOf(scoredRead)}
+	}
+	if lastSent >= 0 {
+		r.ElapsedS = round3(time.Duration(lastSent).Seconds())
+		r.RateAchieved = achieved(r.Sent, lastSent, d)
+	}
+	r.Generator.BehindP99Ms = float64(behind.ValueAtPercentile(99)) / 1000
+	r.Generator.BehindMaxMs = float64(behind.Max()) / 1000
+	for k := range phases {
+		phases[k].Latency = latencyOf(phHist[k])
+		if phLast[k] >= 0 {
+			ph := plan.Phases[k]
+			phases[k].RateAchieved = achieved(phases[k].Sent, phLast[k]-int64(ph.Start), ph.End-ph.Start)
+		}
+		phases[k].Partial = phases[k].Sent > 0 && phases[k].Sent < plan.first[k+1]-plan.first[k]
+		if judgePhases && phases[k].Sent > 0 && !phases[k].Partial { // a step never run or cut short is not judged
+			b := sla.judgePhase(&phases[k])
+			phases[k].Breaches = b
+			passed := len(b) == 0
+			phases[k].Passed = &passed
+		}
+	}
+	r.Phases = phases
+	return r
+}
+
+// achieved is the rate of n events sent within span of the phase start, the
+// last of them last nanoseconds after it: on schedule it equals n / span.
+func achieved(n, last int64, span time.Duration) float64 {
+	if n == 0 {
+		return 0
+	}
+	return round3(float64(n) / (time.Duration(last) + span/time.Duration(n)).Seconds())
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// judgeLatency appends the latency breaches of l to b.
+func (s SLA) judgeLatency(l Latency, b []string) []string {
+	if (s.P95 > 0 || s.P99 > 0) && l.Count == 0 {
+		return append(b, "no recommendation was read, so no latency could be measured")
+	}
+	if s.P95 > 0 && !(l.P95 < ms(s.P95)) {
+		b = append(b, fmt.Sprintf("p95 %.2f ms ≥ %.0f ms", l.P95, ms(s.P95)))
+	}
+	if s.P99 > 0 && !(l.P99 < ms(s.P99)) {
+		b = append(b, fmt.Sprintf("p99 %.2f ms ≥ %.0f ms", l.P99, ms(s.P99)))
+	}
+	return b
+}
+
+func (s SLA) judgeCounts(missing, dups, unexpected int64, b []string) []string {
+	if missing > s.MaxMissing {
+		b = append(b, fmt.Sprintf("%d missing > %d", missing, s.MaxMissing))
+	}
+	if dups > s.MaxDuplicates {
+		b = append(b, fmt.Sprintf("%d duplicates > %d", dups, s.MaxDuplicates))
+	}
+	if unexpected > s.MaxUnexpected {
+		b = append(b, fmt.Sprintf("%d unexpected > %d", unexpected, s.MaxUnexpected))
+	}
+	return b
+}
+
+func (s SLA) judgePhase(p *PhaseReport) []string {
+	return s.judgeCounts(p.Missing, p.Duplicates, p.Unexpected, s.judgeLatency(p.Latency, nil))
+}
+
+// judge sets r.SLA. A ramp is judged step by step: it passes if some step
+// met the latency thresholds (and that step's rate is at least MinRate),
+// and the whole run lost, doubled and misdirected nothing beyond the limits.
+// Any other run is judged on its overall latency and counts.
+func (r *Report) judge(ramp bool, extra []string) {
+	s := r.sla
+	v := Verdict{Thresholds: Thresholds{MaxMissing: s.MaxMissing, MaxDuplicates: s.MaxDuplicates, MaxUnexpected: s.MaxUnexpected}}
+	if s.P95 > 0 {
+		x := ms(s.P95)
+		v.Thresholds.P95Ms = &x
+	}
+	if s.P99 > 0 {
+		x := ms(s.P99)
+		v.Thresholds.P99Ms = &x
+	}
+	var b []string
+	if ramp {
+		if s.MinRate > 0 {
+			x := s.MinRate
+			v.Thresholds.MinRate = &x
+		}
+		var best *float64
+		for i := range r.Phases {
+			p := &r.Phases[i]
+			if p.Passed == nil || !*p.Passed {
+				break
+			}
+			x := p.RateTarget
+			best = &x
+		}
+		r.MaxRateMeetingSLA = best
+		switch {
+		case best == nil:
+			b = append(b, "no step met the SLA")
+		case s.MinRate > 0 && *best < s.MinRate:
+			b = append(b, fmt.Sprintf("highest rate meeting the SLA %.0f ev/s < %.0f ev/s", *best, s.MinRate))
+		}
+	} else {
+		b = s.judgeLatency(r.Latency, b)
+	}
+	missing := r.Missing
+	if r.Interrupted {
+		// Without a drain, unanswered clicks may just be in flight.
+		missing = 0
+		r.Notes = append(r.Notes, fmt.Sprintf("interrupted: the %d unanswered clicks were not drained, so they are not judged as missing", r.Missing))
+	}
+	b = s.judgeCounts(missing, r.Duplicates, r.Unexpected, b)
+	if r.Sent == 0 {
+		b = append(b, "no events were sent")
+	}
+	b = append(b, extra...)
+	v.Breaches = b
+	v.Passed = len(b) == 0
+	if v.Breaches == nil {
+		v.Breaches = []string{}
+	}
+	r.SLA = v
+}
+
+// Err returns nil if the run met its SLA, else an error wrapping ErrSLA that
+// names the breaches.
+func (r *Report) Err() error {
+	if r.SLA.Passed {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrSLA, strings.Join(r.SLA.Breaches, "; "))
+}
+
+// WriteJSON writes the report as indented JSON to path, creating its directory.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("creating the report directory: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}
+
+// WriteText writes the human summary.
+func (r *Report) WriteText(w io.Writer) error {
+	var sb strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
+	p("\nclickrec loadtest · %s · %s source · %s ev/s planned (peak %s) for %s\n",
+		r.Scenario, r.Source, thousands(r.RateTarget), thousands(r.RatePeak), time.Duration(r.DurationS*float64(time.Second)).Round(time.Millisecond))
+	p("  hot path ........ %d worker(s), %s, exactly-once (the only mode); group %s\n", r.Workers.Count, r.Workers.Mode, r.Group)
+	p("  topics .......... %s → %s (read_committed)\n", r.EventsTopic, r.RecsTopic)
+	p("  sent ............ %s events in %.1f s = %s ev/s achieved; generator behind schedule p99 %.1f ms, max %.1f ms\n",
+		thousands(float64(r.Sent)), r.ElapsedS, thousands(r.RateAchieved), r.Generator.BehindP99Ms, r.Generator.BehindMaxMs)
+	if r.Generator.Stopped != "" {
+		p("  generator ....... stopped early: %s\n", r.Generator.Stopped)
+	}
+	p("  outputs ......... %s expected, %s matched · %d missing · %d duplicates · %d unexpected · %d unknown\n",
+		thousands(float64(r.Expected)), thousands(float64(r.Matched)), r.Missing, r.Duplicates, r.Unexpected, r.Unknown)
+	if r.Late.Sent > 0 {
+		p("  late events ..... %d sent: %d within out-of-orderness (must be answered), %d beyond it: %d answered, %d not (not judged)\n",
+			r.Late.Sent, r.Late.WithinOutOfOrderness, r.Late.Beyond, r.Late.BeyondWithOutput, r.Late.BeyondWithoutOutput)
+	}
+	if r.Invalid.Sent > 0 {
+		p("  invalid events .. %d sent, %d wrongly answered\n", r.Invalid.Sent, r.Invalid.WithOutput)
+	}
+	l := r.Latency
+	p("  latency (ms) .... p50 %.2f  p90 %.2f  p95 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%d, from intended send time to read_committed read)\n",
+		l.P50, l.P90, l.P95, l.P99, l.P999, l.Max, l.Count)
+	c := r.CPU
+	workers := ""
+	if c.WorkersCores != nil {
+		workers = fmt.Sprintf(", workers %.2f", *c.WorkersCores)
+	}
+	p("  machine ......... %d cores shared with the broker and other users: load %.1f → %.1f, CPU pressure %.0f%% (time some task waited for a CPU); cores used: load test %.2f%s\n",
+		c.Cores, c.Load1Start, c.Load1End, 100*c.CPUPressure, c.LoadtestCores, workers)
+	if s := r.Split; s != nil {
+		p("  latency split ... click → worker scored it: p50 %.1f p95 %.1f p99 %.1f · scored → read (commit, markers, fetch): p50 %.1f p95 %.1f p99 %.1f (ms, ±1)\n",
+			s.ToScored.P50, s.ToScored.P95, s.ToScored.P99, s.ScoredRead.P50, s.ScoredRead.P95, s.ScoredRead.P99)
+	}
+	drain := "complete"
+	if !r.Drain.Complete {
+		drain = "INCOMPLETE: " + r.Drain.Detail
+	}
+	p("  drain ........... %s in %.0f ms\n", drain, r.Drain.TookMs)
+	if len(r.Kills) > 0 {
+		p("  chaos ........... %d SIGKILLs, %d restarts, %d unexpected exits:", len(r.Kills), r.Workers.Restarts, r.Workers.UnexpectedExits)
+		for _, k := range r.Kills {
+			ready := k.ReadyNote
+			if ready == "" {
+				ready = fmt.Sprintf("ready after %.0f ms", k.ReadyMs)
+			}
+			p(" %s@%.1fs (%s);", k.Instance, k.AtS, ready)
+		}
+		p("\n")
+	}
+	if len(r.Phases) > 1 {
+		p("  phases:\n")
+		for _, ph := range r.Phases {
+			mark := ""
+			switch {
+			case ph.Sent == 0:
+				mark = "– "
+			case ph.Partial:
+				mark = "… "
+			case ph.Passed != nil:
+				mark = "✓ "
+				if !*ph.Passed {
+					mark = "✗ "
+				}
+			}
+			if ph.Sent == 0 {
+				p("    %s%-9s %6.1f–%6.1f s  %8s ev/s  not run\n", mark, ph.Name, ph.StartS, ph.EndS, thousands(ph.RateTarget))
+				continue
+			}
+			partial := ""
+			if ph.Partial {
+				partial = fmt.Sprintf("  (cut short after %d events, not judged)", ph.Sent)
+			}
+			p("    %s%-9s %6.1f–%6.1f s  %8s ev/s → %8s achieved  p50 %7.2f  p95 %7.2f  p99 %7.2f  max %8.2f ms  missing %d  dup %d%s\n",
+				mark, ph.Name, ph.StartS, ph.EndS, thousands(ph.RateTarget), thousands(ph.RateAchieved),
+				ph.Latency.P50, ph.Latency.P95, ph.Latency.P99, ph.Latency.Max, ph.Missing, ph.Duplicates, partial)
+		}
+	}
+	if r.MaxRateMeetingSLA != nil {
+		p("  highest rate meeting the SLA: %s ev/s\n", thousands(*r.MaxRateMeetingSLA))
+	}
+	t := r.SLA.Thresholds
+	var th []string
+	if t.P95Ms != nil {
+		th = append(th, fmt.Sprintf("p95 < %.0f ms", *t.P95Ms))
+	}
+	if t.P99Ms != nil {
+		th = append(th, fmt.Sprintf("p99 < %.0f ms", *t.P99Ms))
+	}
+	th = append(th, fmt.Sprintf("missing ≤ %d", t.MaxMissing), fmt.Sprintf("duplicates ≤ %d", t.MaxDuplicates), fmt.Sprintf("unexpected ≤ %d", t.MaxUnexpected))
+	if t.MinRate != nil {
+		th = append(th, fmt.Sprintf("a step of ≥ %s ev/s passes", thousands(*t.MinRate)))
+	}
+	p("  SLA ............. %s\n", strings.Join(th, ", "))
+	for _, n := range r.Notes {
+		p("  note: %s\n", n)
+	}
+	for _, pl := range r.Plots {
+		p("  plot: %s\n", pl)
+	}
+	if r.SLA.Passed {
+		p("  PASS\n")
+	} else {
+		p("  FAIL: %s\n", strings.Join(r.SLA.Breaches, "; "))
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// thousands formats x with thin separators: 20000 → "20,000", 999.8 → "999.8".
+func thousands(x float64) string {
+	s := fmt.Sprintf("%.1f", x)
+	if x == math.Trunc(x) || math.Abs(x) >= 10_000 {
+		s = fmt.Sprintf("%.0f", x)
+	}
+	intPart, frac, _ := strings.Cut(s, ".")
+	neg := strings.HasPrefix(intPart, "-")
+	intPart = strings.TrimPrefix(intPart, "-")
+	var b strings.Builder
+	for i, c := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	out := b.String()
+	if frac != "" {
+		out += "." + frac
+	}
+	if neg {
+		out = "-" + out
+	}
+	return out
+}

@@ -1,0 +1,381 @@
+package loadtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clickrec/clickrec/gen"
+	"github.com/clickrec/clickrec/internal/cli"
+)
+
+func TestClassify(t *testing.T) {
+	src, err := gen.NewSynthetic(gen.Config{Seed: 3, Users: 50, Items: 100, Categories: 5, LateShare: 0.5, InvalidShare: 0.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ooo = 5 * time.Minute
+	var r gen.Record
+	now := time.Now()
+	seen := map[Expect]int{}
+	for i := range 2000 {
+		src.Next(&r, now.Add(time.Duration(i)*time.Millisecond))
+		kind, exp := Classify(&r, ooo)
+		seen[exp]++
+		switch {
+		case strings.HasPrefix(r.Kind, "invalid:"):
+			if kind != KindInvalid || exp != ExpectNone {
+				t.Fatalf("%s: got kind %d expect %d, want invalid, none", r.Kind, kind, exp)
+			}
+		case r.Kind == gen.KindLate && r.Lateness <= ooo:
+			if kind != KindLate || exp != ExpectOne {
+				t.Fatalf("late by %v: got expect %d, want one (cannot be behind the watermark)", r.Lateness, exp)
+			}
+		case r.Kind == gen.KindLate:
+			if kind != KindLate || exp != ExpectMaybe {
+				t.Fatalf("late by %v: got expect %d, want maybe", r.Lateness, exp)
+			}
+		case r.Kind == gen.KindOK:
+			if kind != KindOK || exp != ExpectOne {
+				t.Fatalf("ok: got kind %d expect %d", kind, exp)
+			}
+		}
+	}
+	if seen[ExpectOne] == 0 || seen[ExpectMaybe] == 0 || seen[ExpectNone] == 0 {
+		t.Fatalf("expectations seen: %v, want all three", seen)
+	}
+}
+
+func TestPlans(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		plan   func() (*Plan, error)
+		events int64
+		phases int
+	}{
+		{"steady", func() (*Plan, error) { return SteadyPlan(1000, 2*time.Second) }, 2000, 1},
+		{"ramp", func() (*Plan, error) { return RampPlan([]float64{100, 1000, 250}, time.Second) }, 1350, 3},
+		{"burst", func() (*Plan, error) { return BurstPlan(100, 1000, 3*time.Second, time.Second, 7*time.Second) }, 2*(200+1000) + 100, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := tc.plan()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Events() != tc.events || len(p.Phases) != tc.phases {
+				t.Fatalf("%d events in %d phases, want %d in %d: %+v", p.Events(), len(p.Phases), tc.events, tc.phases, p.Phases)
+			}
+			s := p.Schedule()
+			prev := time.Duration(-1)
+			for i := range p.Events() {
+				at := s(i)
+				if at < prev || at >= p.Duration() {
+					t.Fatalf("event %d due at %v after %v (plan %v long)", i, at, prev, p.Duration())
+				}
+				if k := p.PhaseOfEvent(i); p.PhaseAt(at) != k {
+					t.Fatalf("event %d: due at %v in phase %d, but counted in phase %d", i, at, p.PhaseAt(at), k)
+				}
+				prev = at
+			}
+		})
+	}
+	if _, err := NewPlan([]Phase{{Name: "x", End: time.Second, Rate: 0}}); err == nil {
+		t.Fatal("a zero rate was accepted")
+	}
+	if _, err := BurstPlan(1, 2, time.Second, time.Second, time.Minute); err == nil {
+		t.Fatal("a burst as long as its period was accepted")
+	}
+}
+
+func TestProcessedAtOf(t *testing.T) {
+	if got := processedAtOf([]byte(`{"event_id":"1-2","items":[],"event_time_ms":5,"processed_at_ms":1700000000123}`)); got != 1700000000123 {
+		t.Fatalf("got %d", got)
+	}
+	if got := processedAtOf([]byte(`{"event_id":"1-2"}`)); got != 0 {
+		t.Fatalf("got %d without the field", got)
+	}
+}
+
+func TestEventIDOf(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"event_id":"7-12","user_id":"u1","items":[]}`, "7-12"},
+		{`{"user_id":"u1","event_id":"tb-3"}`, "tb-3"},
+		{`{"event_id":"a\"b","user_id":"u1"}`, `a"b`},
+		{`{"user_id":"u1"}`, ""},
+		{`not json`, ""},
+	} {
+		got := eventIDOf([]byte(tc.in))
+		if string(got) != tc.want || (tc.want == "") != (got == nil) {
+			t.Errorf("eventIDOf(%s) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// fakeRun fills a tracker by hand: one event per millisecond for a second,
+// every kind of expectation, and outputs with known faults.
+func fakeRun(t *testing.T) (*Tracker, *Plan, time.Time) {
+	t.Helper()
+	origin := time.Unix(1_700_000_000, 0)
+	tr := NewTracker(origin, 2000)
+	// Warm-up: two events, both answered, one twice.
+	tr.Add("w-0", origin, origin, KindOK, ExpectOne, true)
+	tr.Add("w-1", origin, origin, KindOK, ExpectOne, true)
+	tr.SealWarmup()
+	tr.Received([][]byte{[]byte("w-0"), []byte("w-1"), []byte("w-1")}, origin.Add(time.Millisecond))
+	select {
+	case <-tr.WarmupDone():
+	default:
+		t.Fatal("warm-up not done although every warm-up event is answered")
+	}
+	start := origin.Add(time.Second)
+	plan, err := SteadyPlan(1000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids [][]byte
+	for i := range 1000 {
+		id := fmt.Sprintf("e-%d", i)
+		at := start.Add(time.Duration(i) * time.Millisecond)
+		kind, exp := KindOK, ExpectOne
+		switch {
+		case i%100 == 1:
+			kind, exp = KindInvalid, ExpectNone
+		case i%100 == 2:
+			kind, exp = KindLate, ExpectMaybe
+		case i%100 == 3:
+			kind, exp = KindLate, ExpectOne
+		}
+		tr.Add(id, at, at, kind, exp, false)
+		n := 1
+		switch {
+		case i%100 == 1 && i < 300: // 3 invalid events answered: unexpected
+		case i%100 == 1:
+			n = 0
+		case i%100 == 2 && i < 500: // 5 late-beyond answered, 5 not
+		case i%100 == 2:
+			n = 0
+		case i == 10 || i == 20: // missing
+			n = 0
+		case i == 30 || i == 40 || i == 50: // duplicated
+			n = 2
+		}
+		for range n {
+			ids = append(ids, []byte(id))
+		}
+		// Latency i/20 ms: p50 ≈ 25 ms, p99 ≈ 49.5 ms.
+		tr.Received(ids, at.Add(time.Duration(i)*50*time.Microsecond))
+		ids = ids[:0]
+	}
+	tr.Received([][]byte{[]byte("stranger"), nil}, start.Add(2*time.Second))
+	tr.Add("e-5", start, start, KindOK, ExpectOne, false) // reused id: ignored
+	return tr, plan, start
+}
+
+func TestAnalyzeCountsAndVerdict(t *testing.T) {
+	tr, plan, start := fakeRun(t)
+	r := analyze(tr, plan, start, false, DefaultSLA())
+	check := func(name string, got, want int64) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+	check("sent", r.Sent, 1000)
+	check("expected", r.Expected, 1000-10-10) // invalid and late-beyond events are not owed one
+	check("missing", r.Missing, 2)
+	check("matched", r.Matched, r.Expected-2)
+	check("duplicates (3 measured + 1 warm-up)", r.Duplicates, 4)
+	check("warm-up duplicates", r.Warmup.Duplicates, 1)
+	check("unexpected", r.Unexpected, 3)
+	check("invalid sent", r.Invalid.Sent, 10)
+	check("invalid answered", r.Invalid.WithOutput, 3)
+	check("late sent", r.Late.Sent, 20)
+	check("late within", r.Late.WithinOutOfOrderness, 10)
+	check("late beyond answered", r.Late.BeyondWithOutput, 5)
+	check("late beyond unanswered", r.Late.BeyondWithoutOutput, 5)
+	check("unknown", r.Unknown, 2)
+	check("reused", r.ReusedIDs, 1)
+	check("received", r.Received, 1000-2-7-5+3)
+	if r.Latency.P50 < 23 || r.Latency.P50 > 27 || r.Latency.P99 < 48 || r.Latency.P99 > 50 {
+		t.Errorf("latency %+v, want p50 ≈ 25 ms and p99 ≈ 49.5 ms", r.Latency)
+	}
+	if r.RateAchieved < 999 || r.RateAchieved > 1001 || r.RateTarget != 1000 {
+		t.Errorf("rate target %v achieved %v, want 1000 both", r.RateTarget, r.RateAchieved)
+	}
+	if len(r.Timeline) == 0 || r.Timeline[0].Sent != 1000 || r.Timeline[0].Missing != 2 {
+		t.Errorf("timeline %+v", r.Timeline)
+	}
+
+	// Missing, duplicates and unexpected each breach the default SLA; latency does not.
+	r.judge(false, nil)
+	if r.SLA.Passed || len(r.SLA.Breaches) != 3 {
+		t.Fatalf("verdict %+v, want 3 breaches", r.SLA)
+	}
+	err := r.Err()
+	if !errors.Is(err, ErrSLA) || cli.ExitCode(err) != 1 {
+		t.Fatalf("Err() = %v (exit code %d), want ErrSLA and exit code 1", err, cli.ExitCode(err))
+	}
+	// Tolerating them passes; a tighter p95 fails on latency alone.
+	lenient := SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond, MaxMissing: 2, MaxDuplicates: 4, MaxUnexpected: 3}
+	r = analyze(tr, plan, start, false, lenient)
+	r.judge(false, nil)
+	if !r.SLA.Passed || r.Err() != nil || cli.ExitCode(r.Err()) != 0 {
+		t.Fatalf("lenient verdict %+v", r.SLA)
+	}
+	// An interrupted run is a failure, but its undrained clicks are not "missing".
+	strictMissing := lenient
+	strictMissing.MaxMissing = 0
+	r = analyze(tr, plan, start, false, strictMissing)
+	r.Interrupted = true
+	r.judge(false, []string{"interrupted"})
+	if r.SLA.Passed || len(r.SLA.Breaches) != 1 || r.SLA.Breaches[0] != "interrupted" {
+		t.Fatalf("interrupted verdict %+v", r.SLA)
+	}
+	lenient.P95 = 20 * time.Millisecond
+	r = analyze(tr, plan, start, false, lenient)
+	r.judge(false, nil)
+	if r.SLA.Passed || !strings.Contains(strings.Join(r.SLA.Breaches, ";"), "p95") {
+		t.Fatalf("tight p95 verdict %+v", r.SLA)
+	}
+}
+
+func TestRampVerdict(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	tr := NewTracker(origin, 3000)
+	plan, err := RampPlan([]float64{1000, 1000, 1000}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat := []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 500 * time.Millisecond} // the last step is slow
+	for i := range 3000 {
+		at := origin.Add(time.Duration(i) * time.Millisecond)
+		id := fmt.Sprint(i)
+		tr.Add(id, at, at, KindOK, ExpectOne, false)
+		tr.Received([][]byte{[]byte(id)}, at.Add(lat[i/1000]))
+	}
+	if n, p95, p99 := tr.Provisional(0, int64(time.Second)); n != 1000 || !near(p95, 5*time.Millisecond) || !near(p99, 5*time.Millisecond) {
+		t.Fatalf("provisional step 1: n %d p95 %v p99 %v", n, p95, p99)
+	}
+	sla := DefaultSLA()
+	sla.MinRate = 1000
+	r := analyze(tr, plan, origin, true, sla)
+	r.judge(true, nil)
+	if r.MaxRateMeetingSLA == nil || *r.MaxRateMeetingSLA != 1000 || !r.SLA.Passed {
+		t.Fatalf("max rate %v, verdict %+v", r.MaxRateMeetingSLA, r.SLA)
+	}
+	if p := r.Phases[2]; p.Passed == nil || *p.Passed || p.Latency.P50 < 499 {
+		t.Fatalf("step 3: %+v", p)
+	}
+	// A step cut short is not judged, and ends the passing prefix.
+	cut := NewTracker(origin, 1500)
+	for i := range 1500 {
+		at := origin.Add(time.Duration(i) * time.Millisecond)
+		cut.Add(fmt.Sprint(i), at, at, KindOK, ExpectOne, false)
+		cut.Received([][]byte{[]byte(fmt.Sprint(i))}, at.Add(time.Millisecond))
+	}
+	rc := analyze(cut, plan, origin, true, DefaultSLA())
+	rc.judge(true, nil)
+	if p := rc.Phases[1]; !p.Partial || p.Passed != nil || rc.Phases[2].Sent != 0 || *rc.MaxRateMeetingSLA != 1000 {
+		t.Fatalf("cut-short ramp: phases %+v, max rate %v", rc.Phases, *rc.MaxRateMeetingSLA)
+	}
+	sla.MinRate = 2000
+	r = analyze(tr, plan, origin, true, sla)
+	r.judge(true, nil)
+	if r.SLA.Passed {
+		t.Fatal("a ramp below --sla-min-rate passed")
+	}
+}
+
+func TestProvisionalCountsUnansweredAsInfinite(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	tr := NewTracker(origin, 100)
+	for i := range 100 {
+		at := origin.Add(time.Duration(i) * time.Millisecond)
+		tr.Add(fmt.Sprint(i), at, at, KindOK, ExpectOne, false)
+		if i < 96 {
+			tr.Received([][]byte{[]byte(fmt.Sprint(i))}, at.Add(time.Millisecond))
+		}
+	}
+	_, p95, p99 := tr.Provisional(0, int64(time.Second))
+	if !near(p95, time.Millisecond) || p99 != time.Duration(1<<63-1) {
+		t.Fatalf("p95 %v p99 %v: want 1ms and infinite (4 of 100 unanswered)", p95, p99)
+	}
+}
+
+func TestReportFiles(t *testing.T) {
+	tr, plan, start := fakeRun(t)
+	r := analyze(tr, plan, start, false, DefaultSLA())
+	r.Scenario, r.Source = ScenarioSteady, "synthetic"
+	r.Kills = []Kill{{AtS: 0.5, Instance: "w1", RestartS: 0.6, ReadyMs: 80}}
+	r.judge(false, nil)
+	dir := t.TempDir()
+	plots, err := r.WritePlots(dir, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Plots = plots
+	for _, p := range plots {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 10_000 {
+			t.Fatalf("%s is not a PNG with content (%d bytes)", p, len(b))
+		}
+	}
+	if filepath.Base(plots[0]) != "run-latency-over-time.png" || filepath.Base(plots[1]) != "run-latency-distribution.png" {
+		t.Fatalf("plot names %v", plots)
+	}
+	path := filepath.Join(dir, "sub", "run.json")
+	if err := r.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	checkJSONKeys(t, path)
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2 missing", "FAIL", "p95", "SIGKILL"} {
+		if !strings.Contains(text.String(), want) {
+			t.Fatalf("summary lacks %q:\n%s", want, text.String())
+		}
+	}
+}
+
+// checkJSONKeys checks the keys the issue promises are in a JSON report.
+func checkJSONKeys(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"rate_target", "rate_achieved", "sent", "received", "missing", "duplicates", "unexpected"} {
+		if _, ok := m[k].(float64); !ok {
+			t.Errorf("report key %q missing or not a number: %v", k, m[k])
+		}
+	}
+	lat, _ := m["latency_ms"].(map[string]any)
+	for _, k := range []string{"p50", "p95", "p99", "max"} {
+		if _, ok := lat[k].(float64); !ok {
+			t.Errorf("report key latency_ms.%s missing: %v", k, lat)
+		}
+	}
+	sla, _ := m["sla"].(map[string]any)
+	if _, ok := sla["passed"].(bool); !ok {
+		t.Errorf("report key sla.passed missing: %v", sla)
+	}
+	return m
+}
+
+// near reports whether got is within the histograms' 1% of want.
+func near(got, want time.Duration) bool { return got >= want*99/100 && got <= want*101/100 }
