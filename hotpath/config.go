@@ -26,6 +26,7 @@ type Config struct {
 	RecentItems     int           // events kept per user (state, model input, Redis)
 	TopK            int           // recommendations per event
 	MaxPollRecords  int           // records per transaction at most
+	SecondPoll      time.Duration // how long a poll that returned records waits for more before the transaction
 	TxnTimeout      time.Duration // broker aborts a transaction left open this long
 	SessionTimeout  time.Duration // group session timeout: how fast a dead worker's partitions move
 	Limits          struct {
@@ -53,6 +54,7 @@ func DefaultConfig() Config {
 		RecentItems:     20,
 		TopK:            10,
 		MaxPollRecords:  2000,
+		SecondPoll:      2 * time.Millisecond,
 		TxnTimeout:      10 * time.Second,
 		SessionTimeout:  10 * time.Second,
 		Topics:          kafkautil.DefaultTopics,
@@ -85,6 +87,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("top-k", "CLICKREC_HOTPATH_TOP_K")
 	fs.IntVar(&c.MaxPollRecords, "max-poll-records", c.MaxPollRecords, "records per transaction at most")
 	fs.Env("max-poll-records", "CLICKREC_HOTPATH_MAX_POLL_RECORDS")
+	fs.DurationVar(&c.SecondPoll, "second-poll", c.SecondPoll, "after a poll returns records, poll again for at most this long before the transaction, so clicks that arrived during the last commit join it (0: off)")
+	fs.Env("second-poll", "CLICKREC_HOTPATH_SECOND_POLL")
 	fs.DurationVar(&c.TxnTimeout, "txn-timeout", c.TxnTimeout, "transaction timeout: the broker aborts a transaction of a dead worker after this")
 	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
