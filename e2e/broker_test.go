@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"testing"
@@ -62,28 +61,9 @@ func TestBrokerRestart(t *testing.T) {
 	sent := (<-producing).must(t)
 	waitFor(t, ctx, func() bool { return len(c.readAll(t, string(c.topics.Recs))) >= n })
 	w.stop(t)
-	seen := map[string]int{}
-	for _, r := range c.readAll(t, string(c.topics.Recs)) {
-		var out struct {
-			EventID string `json:"event_id"`
-		}
-		if err := json.Unmarshal(r.Value, &out); err != nil {
-			t.Fatal(err)
-		}
-		seen[out.EventID]++
-	}
-	missing, dup := 0, 0
-	for id := range sent.ids {
-		switch seen[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
-	}
-	if missing != 0 || dup != 0 || len(seen) != n {
-		t.Fatalf("after a broker restart: %d missing, %d duplicated, %d distinct of %d", missing, dup, len(seen), n)
+	missing, dup, distinct := c.verdict(t, sent)
+	if missing != 0 || dup != 0 || distinct != n {
+		t.Fatalf("after a broker restart: %d missing, %d duplicated, %d distinct of %d", missing, dup, distinct, n)
 	}
 	t.Logf("broker restart: %d clicks, 0 missing, 0 duplicated", n)
 }

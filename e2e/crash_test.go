@@ -123,28 +123,9 @@ loop:
 	for _, id := range ids {
 		workers[id].stop(t)
 	}
-	seen := map[string]int{}
-	for _, rec := range c.readAll(t, recsTopic) {
-		var out struct {
-			EventID string `json:"event_id"`
-		}
-		if err := json.Unmarshal(rec.Value, &out); err != nil {
-			t.Fatalf("recommendation is not JSON: %s", rec.Value)
-		}
-		seen[out.EventID]++
-	}
-	missing, dup := 0, 0
-	for id := range sent.ids {
-		switch seen[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
-	}
-	if len(seen) != n || missing != 0 || dup != 0 {
-		t.Fatalf("%d events with recommendations for %d clicks: %d missing, %d duplicated", len(seen), n, missing, dup)
+	missing, dup, distinct := c.verdict(t, sent)
+	if distinct != n || missing != 0 || dup != 0 {
+		t.Fatalf("%d events with recommendations for %d clicks: %d missing, %d duplicated", distinct, n, missing, dup)
 	}
 
 	// The changelog's last value per user counts that user's clicks exactly once.
@@ -180,4 +161,30 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// verdict reads every committed recommendation and counts, against the clicks
+// sent, how many got none (missing) and how many got more than one (dup).
+func (c *cluster) verdict(t *testing.T, sent *countingSink) (missing, dup, distinct int) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, r := range c.readAll(t, string(c.topics.Recs)) {
+		var out struct {
+			EventID string `json:"event_id"`
+		}
+		if err := json.Unmarshal(r.Value, &out); err != nil {
+			t.Fatalf("recommendation is not JSON: %s", r.Value)
+		}
+		seen[out.EventID]++
+	}
+	for id := range sent.ids {
+		switch seen[id] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	return missing, dup, len(seen)
 }
