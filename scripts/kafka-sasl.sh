@@ -103,18 +103,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=16777216
 PROPS
-  cat > "$DATA/log4j2.properties" <<'PROPS'
-rootLogger.level=WARN
-rootLogger.appenderRef.stdout.ref=STDOUT
-appender.stdout.type=Console
-appender.stdout.name=STDOUT
-appender.stdout.layout.type=PatternLayout
-appender.stdout.layout.pattern=[%d] %p %m (%c)%n
-logger.kafka.name=kafka.server.KafkaServer
-logger.kafka.level=INFO
-logger.raft.name=kafka.server.KafkaRaftServer
-logger.raft.level=INFO
-PROPS
+  write_broker_log4j2 "$DATA/log4j2.properties"
   if [[ ! -f $DATA/logs/meta.properties ]]; then
     log "kafka-sasl: formatting KRaft storage in $DATA/logs with SCRAM users"
     local id

@@ -51,3 +51,20 @@ apt_install() {
   log "apt: installing $*"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
 }
+
+# write_broker_log4j2 FILE: the log4j2 config both local Kafka brokers use
+# (warnings, plus the broker's start and stop lines that the scripts wait for).
+write_broker_log4j2() {
+  cat >"$1" <<'PROPS'
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka.server.KafkaServer
+logger.kafka.level=INFO
+logger.raft.name=kafka.server.KafkaRaftServer
+logger.raft.level=INFO
+PROPS
+}
