@@ -3,6 +3,7 @@ package hotpath
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ type Config struct {
 	SecondPoll      time.Duration // how long a poll that returned records waits for more before the transaction
 	TxnTimeout      time.Duration // broker aborts a transaction left open this long
 	SessionTimeout  time.Duration // group session timeout: how fast a dead worker's partitions move
+	AtLeastOnce     bool          // no transactions: outputs first, then offsets (a crash may duplicate; for comparison)
 	Limits          struct {
 		MaxRecordBytes int
 		MaxFutureSkew  time.Duration
@@ -93,6 +95,15 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
 	fs.Env("session-timeout", "CLICKREC_HOTPATH_SESSION_TIMEOUT")
+	fs.BoolFunc("exactly-once", "exactly-once processing (default true): one Kafka transaction per poll. false: at-least-once — outputs and changelog are flushed, then offsets committed; a crash replays and duplicates recommendations. For measuring what exactly-once costs, not for production", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		c.AtLeastOnce = !b
+		return nil
+	})
+	fs.Env("exactly-once", "CLICKREC_HOTPATH_EXACTLY_ONCE")
 	fs.Func("topic-prefix", "prefix of every topic name, e.g. lt1- reads lt1-user_events and writes lt1-recommendations, lt1-hotpath-changelog, …; isolates test and load-test runs on a shared cluster (empty: the standard names)", func(p string) error {
 		t, err := PrefixedTopics(p)
 		if err != nil {

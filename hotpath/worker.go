@@ -126,16 +126,11 @@ type fatalError struct{ err error }
 
 func (e *fatalError) Error() string { return e.err.Error() }
 
-// session runs one transactional session: fence, join, process until ctx ends
-// or the session breaks.
+// session runs one session: fence, join, process until ctx ends or the
+// session breaks.
 func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
-	if err := w.fence(ctx, base); err != nil {
-		return err
-	}
 	t := w.cfg.Topics
-	sess, err := kgo.NewGroupTransactSession(append(base,
-		kgo.TransactionalID(w.TransactionalID()),
-		kgo.TransactionTimeout(w.cfg.TxnTimeout),
+	opts := append(base,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumerGroup(w.cfg.Group),
@@ -150,9 +145,26 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 		kgo.OnPartitionsAssigned(w.onAssigned),
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onRevoked),
-	)...)
-	if err != nil {
-		return &fatalError{fmt.Errorf("creating the transactional consumer: %w", err)}
+	)
+	var sess txnSession
+	if w.cfg.AtLeastOnce {
+		cl, err := kgo.NewClient(append(opts, kgo.DisableAutoCommit())...)
+		if err != nil {
+			return &fatalError{fmt.Errorf("creating the consumer: %w", err)}
+		}
+		sess = atLeastOnce{cl}
+	} else {
+		if err := w.fence(ctx, base); err != nil {
+			return err
+		}
+		gs, err := kgo.NewGroupTransactSession(append(opts,
+			kgo.TransactionalID(w.TransactionalID()),
+			kgo.TransactionTimeout(w.cfg.TxnTimeout),
+		)...)
+		if err != nil {
+			return &fatalError{fmt.Errorf("creating the transactional consumer: %w", err)}
+		}
+		sess = gs
 	}
 	w.mu.Lock()
 	clear(w.assigned)
@@ -178,9 +190,57 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 			w.log.Warn("closing the Kafka client takes long; continuing without waiting")
 		}
 	}()
+	mode := "exactly-once"
+	if w.cfg.AtLeastOnce {
+		mode = "at-least-once (outputs may be duplicated after a crash)"
+	}
 	w.log.Info("hot path worker started", "group", w.cfg.Group, "instance", w.cfg.InstanceID,
-		"transactional_id", w.TransactionalID(), "topic", t.Events)
+		"transactional_id", w.TransactionalID(), "topic", t.Events, "mode", mode)
 	return w.loop(ctx, sess)
+}
+
+// txnSession is what the processing loop needs from Kafka: a
+// *kgo.GroupTransactSession, or atLeastOnce for the comparison mode.
+type txnSession interface {
+	Client() *kgo.Client
+	PollRecords(ctx context.Context, maxPollRecords int) kgo.Fetches
+	AllowRebalance()
+	Begin() error
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	End(ctx context.Context, commit kgo.TransactionEndTry) (bool, error)
+	CloseAllowingRebalance()
+}
+
+// atLeastOnce runs the same loop without transactions: End flushes the
+// outputs, then commits the polled offsets. A crash between the two replays
+// the poll, so outputs can be duplicated; nothing is lost.
+type atLeastOnce struct{ cl *kgo.Client }
+
+func (s atLeastOnce) Client() *kgo.Client { return s.cl }
+func (s atLeastOnce) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	return s.cl.PollRecords(ctx, n)
+}
+func (s atLeastOnce) AllowRebalance()         { s.cl.AllowRebalance() }
+func (s atLeastOnce) Begin() error            { return nil }
+func (s atLeastOnce) CloseAllowingRebalance() { s.cl.CloseAllowingRebalance() }
+func (s atLeastOnce) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	s.cl.Produce(ctx, r, promise)
+}
+
+// End with TryCommit flushes and commits offsets; with TryAbort it reports
+// "not committed" so the loop restores state from the changelog (what was
+// already produced stays: that is the at-least-once trade).
+func (s atLeastOnce) End(ctx context.Context, commit kgo.TransactionEndTry) (bool, error) {
+	if commit == kgo.TryAbort {
+		return false, nil
+	}
+	if err := s.cl.Flush(ctx); err != nil {
+		return false, err
+	}
+	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // fence aborts whatever transaction a previous incarnation of this worker left
@@ -258,7 +318,7 @@ type partitionerFunc func(string) kgo.TopicPartitioner
 
 func (f partitionerFunc) ForTopic(t string) kgo.TopicPartitioner { return f(t) }
 
-func (w *Worker) loop(ctx context.Context, sess *kgo.GroupTransactSession) error {
+func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 	p := newProcessor(&w.cfg, w.m)
 	cl := sess.Client()
 	var produceErr atomic.Pointer[error]

@@ -365,3 +365,41 @@ func TestFeatureStore(t *testing.T) {
 		t.Fatalf("user entry has no TTL (%v)", ttl)
 	}
 }
+
+// TestWorkerAtLeastOnce runs the comparison mode (--exactly-once=false): with
+// graceful stops nothing is lost, and outputs carry the same content as in
+// exactly-once mode.
+func TestWorkerAtLeastOnce(t *testing.T) {
+	h := newHarness(t, nil, 2)
+	h.cfg.AtLeastOnce = true
+	m := randomModel(100, 8, 3)
+	const n = 300
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	var all []*kgo.Record
+	for i := range n {
+		all = append(all, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%17), event.View, int64(1000+i%100), "c1", base+int64(i)))
+	}
+	stop := h.startWorker("a", m)
+	h.produce(all[:150]...)
+	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 150 })
+	stop()
+	h.startWorker("a", m)
+	h.produce(all[150:]...)
+	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= n })
+	seen := map[string]int{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Strategy != StrategyModel || len(o.Items) != 10 {
+			t.Fatalf("%s: %+v, want 10 model items", o.EventID, o)
+		}
+		seen[o.EventID]++
+	}
+	for i := range n {
+		if seen[fmt.Sprintf("ev%d", i)] == 0 {
+			t.Fatalf("event ev%d has no recommendation", i)
+		}
+	}
+}

@@ -160,6 +160,15 @@ func (f *flags) register(fs *cli.FlagSet) {
 	fs.StringVar(&c.ClickrecBin, "clickrec-bin", "", "clickrec binary to spawn workers from (default: this executable)")
 	env("clickrec-bin")
 	fs.Var(&f.workerFl, "worker-flag", "extra flag for spawned workers, e.g. --worker-flag=--max-poll-records=500 (repeatable)")
+	fs.BoolFunc("exactly-once", "spawned workers run exactly-once (default true); false runs them with --exactly-once=false, at-least-once, to measure what exactly-once costs (with running workers: say what they run)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		c.AtLeastOnce = !b
+		return nil
+	})
+	env("exactly-once")
 	fs.Var(&f.workerEv, "worker-env", "extra NAME=value environment for spawned workers (repeatable)")
 	fs.DurationVar(&c.KillEvery, "kill-every", c.KillEvery, "chaos: SIGKILL a worker this often")
 	env("kill-every")

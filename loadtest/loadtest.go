@@ -88,6 +88,7 @@ type Config struct {
 	ClickrecBin  string        // binary to spawn ("": this executable)
 	WorkerFlags  []string      // extra flags for spawned workers
 	WorkerEnv    []string      // extra environment for spawned workers
+	AtLeastOnce  bool          // spawned workers run --exactly-once=false (for comparison); external: what they run
 	KillEvery    time.Duration // chaos: SIGKILL a worker this often
 	KillAll      bool          // chaos: kill every worker at once
 	RestartDelay time.Duration // chaos: wait this long before restarting a killed worker
@@ -297,7 +298,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 
 	var (
 		fleet   *Fleet
-		workers = WorkerReport{Mode: "external"}
+		workers = WorkerReport{Mode: "external", ExactlyOnce: !cfg.AtLeastOnce}
 	)
 	if spawn {
 		bin := cfg.ClickrecBin
@@ -310,6 +311,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 			"--kafka-brokers", cfg.Kafka.Brokers.String(), "--kafka-partitions", strconv.Itoa(cfg.Kafka.Partitions),
 			"--group", cfg.Group, "--topic-prefix", cfg.TopicPrefix, "--no-redis",
 			"--out-of-orderness", cfg.OutOfOrderness.String(),
+			"--exactly-once=" + strconv.FormatBool(!cfg.AtLeastOnce),
 		}
 		args = append(args, cfg.KafkaFlags...)
 		fleet, err = StartFleet(FleetConfig{
@@ -326,7 +328,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		workers = WorkerReport{Mode: "spawned", Count: cfg.SpawnWorkers, Instances: fleet.Instances(), Logs: fleet.Logs()}
+		workers = WorkerReport{Mode: "spawned", ExactlyOnce: !cfg.AtLeastOnce, Count: cfg.SpawnWorkers, Instances: fleet.Instances(), Logs: fleet.Logs()}
 		if !hasFlag(cfg.WorkerFlags, "model-dir") {
 			notes = append(notes, "spawned workers got no --model-dir and run with --no-redis (no model registry, no popularity table), so every recommendation is the empty popularity fallback: model scoring is not in these latencies")
 		}

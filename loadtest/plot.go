@@ -46,8 +46,12 @@ func (r *Report) WritePlots(dir, base string) ([]string, error) {
 }
 
 func (r *Report) title() string {
-	return fmt.Sprintf("clickrec loadtest: %s, %s ev/s planned (peak %s), %d worker(s), exactly-once",
-		r.Scenario, thousands(r.RateTarget), thousands(r.RatePeak), r.Workers.Count)
+	mode := "exactly-once"
+	if !r.Workers.ExactlyOnce {
+		mode = "at-least-once"
+	}
+	return fmt.Sprintf("clickrec loadtest: %s, %s ev/s planned (peak %s), %d worker(s), %s",
+		r.Scenario, thousands(r.RateTarget), thousands(r.RatePeak), r.Workers.Count, mode)
 }
 
 func (r *Report) plotOverTime(path string) error {

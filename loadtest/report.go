@@ -142,12 +142,20 @@ type DrainReport struct {
 
 // WorkerReport describes the hot path workers under test.
 type WorkerReport struct {
-	Mode            string   `json:"mode"` // "spawned" or "external"
+	Mode            string   `json:"mode"`         // "spawned" or "external"
+	ExactlyOnce     bool     `json:"exactly_once"` // false: the workers ran --exactly-once=false
 	Count           int      `json:"count"`
 	Instances       []string `json:"instances,omitempty"`
 	Restarts        int      `json:"restarts"`
 	UnexpectedExits int      `json:"unexpected_exits"`
 	Logs            []string `json:"logs,omitempty"`
+}
+
+func (w WorkerReport) guarantee() string {
+	if w.ExactlyOnce {
+		return "exactly-once"
+	}
+	return "at-least-once (--exactly-once=false: duplicates after a crash are expected)"
 }
 
 // CPUReport says how busy the machine was while the run was measured (from
@@ -533,7 +541,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
 	p("\nclickrec loadtest · %s · %s source · %s ev/s planned (peak %s) for %s\n",
 		r.Scenario, r.Source, thousands(r.RateTarget), thousands(r.RatePeak), time.Duration(r.DurationS*float64(time.Second)).Round(time.Millisecond))
-	p("  hot path ........ %d worker(s), %s, exactly-once (the only mode); group %s\n", r.Workers.Count, r.Workers.Mode, r.Group)
+	p("  hot path ........ %d worker(s), %s, %s; group %s\n", r.Workers.Count, r.Workers.Mode, r.Workers.guarantee(), r.Group)
 	p("  topics .......... %s → %s (read_committed)\n", r.EventsTopic, r.RecsTopic)
 	p("  sent ............ %s events in %.1f s = %s ev/s achieved; generator behind schedule p99 %.1f ms, max %.1f ms\n",
 		thousands(float64(r.Sent)), r.ElapsedS, thousands(r.RateAchieved), r.Generator.BehindP99Ms, r.Generator.BehindMaxMs)
