@@ -36,7 +36,7 @@ const watermarkKey = "\x00watermark"
 // partition is the state of one assigned user_events partition.
 type partition struct {
 	id     int32
-	users  map[string]*userState
+	users  Store
 	maxTs  int64 // newest event time seen
 	wm     int64 // watermark, ms; math.MinInt64 before the first event
 	timers timerHeap
@@ -46,8 +46,8 @@ type partition struct {
 	touched    map[string]struct{}
 }
 
-func newPartition(id int32) *partition {
-	return &partition{id: id, users: map[string]*userState{}, maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
+func newPartition(id int32, store string) *partition {
+	return &partition{id: id, users: newStore(store), maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
 }
 
 // pendingRec is an on-time click waiting for the batch to be scored.
@@ -158,10 +158,10 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 		return
 	}
 	onTime := ts >= part.wm
-	u := part.users[c.UserID]
+	u := part.users.Get(c.UserID)
 	if u == nil {
 		u = &userState{id: c.UserID}
-		part.users[c.UserID] = u
+		part.users.Add(u)
 	}
 	u.dropClosedWindows(part.wm - p.cfg.AllowedLateness.Milliseconds() - p.cfg.Window.Milliseconds())
 	prevLast := u.lastTs
@@ -377,7 +377,7 @@ func (p *processor) fireTimers(part *partition) {
 		if !ok {
 			return
 		}
-		u := part.users[t.user]
+		u := part.users.Get(t.user)
 		if u == nil {
 			continue
 		}
@@ -390,7 +390,7 @@ func (p *processor) fireTimers(part *partition) {
 			}
 		case timerExpire:
 			if u.lastTs+p.cfg.SessionTTL.Milliseconds() <= part.wm {
-				delete(part.users, u.id)
+				part.users.Delete(u.id)
 				delete(part.touched, u.id)
 				p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(u.id)})
 				p.effects[u.id] = redisEffect{expire: true}
@@ -459,11 +459,12 @@ func (p *processor) emitWindow(part *partition, u *userState, w *window) {
 // number as the input partition (the topics are co-partitioned).
 func (p *processor) writeChangelog(part *partition) {
 	for id := range part.touched {
-		u := part.users[id]
+		u := part.users.Get(id)
 		if u == nil {
 			continue
 		}
 		p.buf = u.appendBinary(p.buf[:0])
+		part.users.Save(u, p.buf)
 		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: p.keepString(id), Value: p.keep(p.buf)})
 		e := p.effects[id]
 		e.seq = u.seq
@@ -474,6 +475,7 @@ func (p *processor) writeChangelog(part *partition) {
 		p.effects[id] = e
 	}
 	clear(part.touched)
+	part.users.EndBatch()
 	if part.wmDirty {
 		v := binary.AppendVarint(nil, part.maxTs)
 		v = binary.AppendVarint(v, part.wm)
@@ -514,27 +516,22 @@ func (part *partition) restoreRecord(cfg *Config, key, value []byte) error {
 		return nil
 	}
 	if value == nil {
-		delete(part.users, string(key))
+		part.users.Delete(string(key))
 		return nil
 	}
-	u, err := decodeState(string(key), value)
-	if err != nil {
-		return err
-	}
-	part.users[u.id] = u
-	return nil
+	return part.users.Restore(string(key), value)
 }
 
 // rebuildTimers recreates the partition's timers from restored state.
 func (part *partition) rebuildTimers(cfg *Config) {
 	part.timers = part.timers[:0]
-	for _, u := range part.users {
+	part.users.Range(func(u *userState) {
 		part.timers = append(part.timers, timer{at: u.lastTs + cfg.SessionTTL.Milliseconds(), kind: timerExpire, user: u.id})
 		for _, w := range u.windows {
 			if w.fired == 0 {
 				part.timers = append(part.timers, timer{at: w.start + cfg.Window.Milliseconds(), kind: timerFire, user: u.id, arg: w.start})
 			}
 		}
-	}
+	})
 	heapInit(&part.timers)
 }

@@ -15,6 +15,12 @@ import (
 // state update, window bookkeeping, model input, scoring (pure Go, 1k items),
 // output and changelog encoding, in batches of 100 events over 1,000 users.
 func BenchmarkProcess(b *testing.B) {
+	for _, kind := range []string{StoreMemory, StoreEncoded} {
+		b.Run("store="+kind, func(b *testing.B) { benchmarkProcess(b, kind) })
+	}
+}
+
+func benchmarkProcess(b *testing.B, store string) {
 	cfg := DefaultConfig()
 	p := newProcessor(&cfg, newMetrics(nil))
 	m := randomModel(1000, 32, 7)
@@ -23,7 +29,7 @@ func BenchmarkProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	p.serving = &Serving{Version: "bench", Model: m, Scorer: sc}
-	p.parts[0] = newPartition(0)
+	p.parts[0] = newPartition(0, store)
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	recs := make([]*kgo.Record, 10_000)
 	for i := range recs {

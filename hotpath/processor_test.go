@@ -3,7 +3,13 @@ package hotpath
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
 	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +25,7 @@ func newTestProcessor(t *testing.T) (*processor, *partition) {
 	cfg := DefaultConfig()
 	p := newProcessor(&cfg, newMetrics(nil))
 	p.now = func() time.Time { return time.UnixMilli(10_000_000_000) }
-	part := newPartition(0)
+	part := newPartition(0, StoreMemory)
 	p.parts[0] = part
 	return p, part
 }
@@ -78,7 +84,7 @@ func TestWatermarkLatenessAndWindows(t *testing.T) {
 	if len(wins) != 1 || !strings.Contains(string(wins[0].Value), `"revision":2`) || !strings.Contains(string(wins[0].Value), `"events":2`) {
 		t.Fatalf("re-fired window %q, want revision 2 with 2 events", values(wins))
 	}
-	if u := part.users["u"]; u.seq != 3 || len(u.recent) != 3 || u.recent[1].item != 3 {
+	if u := part.users.Get("u"); u.seq != 3 || len(u.recent) != 3 || u.recent[1].item != 3 {
 		t.Fatalf("state after a late event: seq %d, recent %+v; want the late item inserted in event-time order", u.seq, u.recent)
 	}
 
@@ -91,7 +97,7 @@ func TestWatermarkLatenessAndWindows(t *testing.T) {
 	if len(out["recommendations"])+len(out["user_session_windows"])+len(out["hotpath-changelog"]) != 0 {
 		t.Fatalf("too-late event changed something: %v", out)
 	}
-	if part.users["u"].seq != 3 {
+	if part.users.Get("u").seq != 3 {
 		t.Fatal("too-late event reached the state")
 	}
 }
@@ -102,7 +108,7 @@ func TestSessionTTLExpiry(t *testing.T) {
 	run(t, p, part, rec("a", "old", event.View, 1, "c1", base))
 	// Another user's clicks move the watermark past old's last event + 1 h.
 	out := run(t, p, part, rec("b", "new", event.View, 1, "c1", base+66*minute))
-	if _, ok := part.users["old"]; ok {
+	if part.users.Get("old") != nil {
 		t.Fatal("user past the TTL is still in state")
 	}
 	var tomb bool
@@ -122,7 +128,7 @@ func TestStateRoundTripAndSize(t *testing.T) {
 		recs = append(recs, rec(fmt.Sprint(i), "u", event.Type(1+i%3), int64(100000+i), fmt.Sprintf("c%d", i%4), base+int64(i)*20_000))
 	}
 	out := run(t, p, part, recs...)
-	u := part.users["u"]
+	u := part.users.Get("u")
 	var last []byte
 	for _, r := range out["hotpath-changelog"] {
 		if string(r.Key) == "u" {
@@ -164,36 +170,136 @@ func values(rs []*kgo.Record) []string {
 }
 
 // TestMemoryPerUser reports the heap held per user in state with 20 recent
-// events (go test -run MemoryPerUser -v ./hotpath). It asserts only a loose
-// bound; the figure is for the README.
+// events, for each store, and the process's RSS
+// (go test -run MemoryPerUser -v ./hotpath; CLICKREC_STATE_USERS=1000000 for
+// a million users). It asserts only loose bounds; the figures are for the
+// README.
 func TestMemoryPerUser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates 100k users")
 	}
-	const users = 100_000
-	cfg := DefaultConfig()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	part := newPartition(0)
-	base := int64(9_000_000_000)
-	var c event.Click
-	for i := range users {
-		c = event.Click{UserID: fmt.Sprintf("user-%07d", i), SessionID: "s", Type: event.View, Category: "c12"}
-		u := &userState{id: c.UserID}
-		for j := range 20 {
-			c.ItemID, c.TimestampMs = int64(1_000_000+i*20+j), base+int64(j)*15_000
-			u.apply(&c, &cfg)
+	users := 100_000
+	if v := os.Getenv("CLICKREC_STATE_USERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("CLICKREC_STATE_USERS=%q: want a positive number", v)
 		}
-		u.dropClosedWindows(base + 20*15_000) // the windows a minute-old session no longer needs
-		part.users[u.id] = u
+		users = n
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / users
-	t.Logf("heap per user with 20 recent events: %.0f bytes (%d users)", per, users)
-	if per > 4096 {
-		t.Fatalf("%.0f bytes per user", per)
+	for _, kind := range []string{StoreMemory, StoreEncoded} {
+		t.Run(kind, func(t *testing.T) {
+			cfg := DefaultConfig()
+			var before, after runtime.MemStats
+			debug.FreeOSMemory() // RSS from the previous subtest goes back to the OS
+			runtime.ReadMemStats(&before)
+			rssBefore := rssBytes()
+			part := newPartition(0, kind)
+			base := int64(9_000_000_000)
+			var c event.Click
+			var buf []byte
+			for i := range users {
+				// Ids and categories as the event decoder makes them: fresh strings.
+				c = event.Click{UserID: fmt.Sprintf("user-%07d", i), SessionID: "s", Type: event.View}
+				u := &userState{id: c.UserID}
+				part.users.Add(u)
+				for j := range 20 {
+					c.Category = fmt.Sprintf("c%d", (i+j)%40)
+					c.ItemID, c.TimestampMs = int64(1_000_000+i*20+j), base+int64(j)*15_000
+					u.apply(&c, &cfg)
+				}
+				u.dropClosedWindows(base + 20*15_000) // the windows a minute-old session no longer needs
+				buf = u.appendBinary(buf[:0])
+				part.users.Save(u, buf)
+				part.users.EndBatch()
+			}
+			debug.FreeOSMemory()
+			runtime.ReadMemStats(&after)
+			per := float64(after.HeapAlloc-before.HeapAlloc) / float64(users)
+			rss := float64(rssBytes()-rssBefore) / float64(users)
+			t.Logf("%s store: heap per user with 20 recent events %.0f bytes, RSS growth per user %.0f bytes (%d users, encoded state %d bytes)",
+				kind, per, rss, users, len(buf))
+			if per > 4096 {
+				t.Fatalf("%.0f bytes per user", per)
+			}
+			if part.users.Len() != users {
+				t.Fatalf("store holds %d users, want %d", part.users.Len(), users)
+			}
+			if u := part.users.Get("user-0000007"); u == nil || len(u.recent) != 20 || u.recent[19].item != 1_000_000+7*20+19 {
+				t.Fatalf("user-0000007 reads back as %+v", u)
+			}
+			part.users.EndBatch()
+			runtime.KeepAlive(part)
+		})
 	}
-	runtime.KeepAlive(part)
+}
+
+// rssBytes is the resident set size of this process (0 where /proc is missing).
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// TestStoresAgree runs the same clicks (late ones, expiries, many users)
+// through a processor on each store: every output record must be identical.
+func TestStoresAgree(t *testing.T) {
+	outputs := map[string][]string{}
+	for _, kind := range []string{StoreMemory, StoreEncoded} {
+		cfg := DefaultConfig()
+		p := newProcessor(&cfg, newMetrics(nil))
+		p.now = func() time.Time { return time.UnixMilli(10_000_000_000) }
+		part := newPartition(0, kind)
+		p.parts[0] = part
+		rng := rand.New(rand.NewPCG(1, 2))
+		base := int64(9_000_000_000)
+		ts := base
+		var all []string
+		for batch := range 60 {
+			var recs []*kgo.Record
+			for i := range 50 {
+				ts += rng.Int64N(20_000)
+				t := ts
+				if rng.IntN(10) == 0 {
+					t -= rng.Int64N(12 * minute) // some late, some too late
+				}
+				u := fmt.Sprintf("u%d", rng.IntN(40))
+				recs = append(recs, rec(fmt.Sprintf("e%d-%d", batch, i), u, event.Type(1+rng.IntN(3)), int64(rng.IntN(300)), fmt.Sprintf("c%d", rng.IntN(6)), t))
+			}
+			if batch == 40 {
+				ts += 2 * 60 * minute // everyone expires
+			}
+			out := run(t, p, part, recs...)
+			for _, topic := range slices.Sorted(maps.Keys(out)) {
+				rs := out[topic]
+				keys := make([]string, 0, len(rs))
+				for _, r := range rs {
+					keys = append(keys, topic+"|"+string(r.Key)+"|"+string(r.Value))
+				}
+				if topic == "hotpath-changelog" {
+					slices.Sort(keys) // users are written in map order
+				}
+				all = append(all, keys...)
+			}
+		}
+		if part.users.Len() == 0 {
+			t.Fatalf("%s: no users left at the end", kind)
+		}
+		outputs[kind] = all
+	}
+	a, b := outputs[StoreMemory], outputs[StoreEncoded]
+	if len(a) != len(b) {
+		t.Fatalf("memory store: %d output records, encoded store: %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("output %d differs:\nmemory  %s\nencoded %s", i, a[i], b[i])
+		}
+	}
 }

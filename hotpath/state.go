@@ -98,15 +98,33 @@ func (u *userState) apply(c *event.Click, cfg *Config) *window {
 		u.lastTs = ts
 	}
 
-	// Recent events stay in event-time order: a late event is inserted, not appended.
-	re := recentEvent{item: c.ItemID, cat: c.Category, typ: c.Type, ts: ts}
+	// Recent events stay in event-time order: a late event is inserted, not
+	// appended. The slice never grows beyond RecentItems: a full list drops its
+	// oldest event to make room (or the new one, if it is older than all).
+	cat := cats.str(c.Category)
+	re := recentEvent{item: c.ItemID, cat: cat, typ: c.Type, ts: ts}
 	i := len(u.recent)
 	for i > 0 && u.recent[i-1].ts > ts {
 		i--
 	}
-	u.recent = slices.Insert(u.recent, i, re)
-	if over := len(u.recent) - cfg.RecentItems; over > 0 {
-		u.recent = slices.Delete(u.recent, 0, over)
+	switch n := len(u.recent); {
+	case n >= cfg.RecentItems:
+		if over := n - cfg.RecentItems; over > 0 { // RecentItems lowered since the state was written
+			u.recent = slices.Delete(u.recent, 0, over)
+			i = max(i-over, 0)
+		}
+		if i > 0 {
+			copy(u.recent[:i-1], u.recent[1:i])
+			u.recent[i-1] = re
+		}
+	case n == cap(u.recent):
+		grown := make([]recentEvent, n+1, min(max(4, 2*n), cfg.RecentItems))
+		copy(grown, u.recent[:i])
+		grown[i] = re
+		copy(grown[i+1:], u.recent[i:])
+		u.recent = grown
+	default:
+		u.recent = slices.Insert(u.recent, i, re)
 	}
 	if c.Type == event.Purchase && !slices.Contains(u.purchased, c.ItemID) {
 		u.purchased = append(u.purchased, c.ItemID)
@@ -121,7 +139,7 @@ func (u *userState) apply(c *event.Click, cfg *Config) *window {
 		u.windows = slices.Insert(u.windows, j, window{start: start})
 	}
 	w := &u.windows[j]
-	w.add(c.Type, c.Category)
+	w.add(c.Type, cat)
 	w.dirty = true
 	return w
 }
@@ -257,6 +275,17 @@ func (d *decoder) str() string {
 	return s
 }
 
+// cat reads a category name, shared with every other use of the same name.
+func (d *decoder) cat() string {
+	n := d.count(len(d.b))
+	if d.err != nil {
+		return ""
+	}
+	s := cats.bytes(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
 func (d *decoder) byte1() byte {
 	if d.err != nil || len(d.b) == 0 {
 		d.err = errCorruptState
@@ -279,8 +308,11 @@ func decodeState(id string, b []byte) (*userState, error) {
 	u.lastTs = d.varint()
 	u.sessionEvts = uint32(d.uvarint())
 	n := d.count(1 << 16)
+	if n > 0 {
+		u.recent = make([]recentEvent, 0, n)
+	}
 	for range n {
-		r := recentEvent{item: d.varint(), cat: d.str(), typ: event.Type(d.byte1()), ts: d.varint()}
+		r := recentEvent{item: d.varint(), cat: d.cat(), typ: event.Type(d.byte1()), ts: d.varint()}
 		if r.typ < event.View || r.typ > event.Purchase {
 			d.err = errCorruptState
 		}
@@ -288,7 +320,7 @@ func decodeState(id string, b []byte) (*userState, error) {
 	}
 	n = d.count(1 << 16)
 	for range n {
-		u.catTime = append(u.catTime, catDwell{cat: d.str(), ms: d.varint()})
+		u.catTime = append(u.catTime, catDwell{cat: d.cat(), ms: d.varint()})
 	}
 	n = d.count(1 << 16)
 	for range n {
@@ -303,7 +335,7 @@ func decodeState(id string, b []byte) (*userState, error) {
 		w.fired = uint32(d.uvarint())
 		m := d.count(1 << 16)
 		for range m {
-			w.byCat = append(w.byCat, catCount{cat: d.str(), n: uint32(d.uvarint())})
+			w.byCat = append(w.byCat, catCount{cat: d.cat(), n: uint32(d.uvarint())})
 		}
 		u.windows = append(u.windows, w)
 	}

@@ -511,7 +511,7 @@ func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processo
 	maps.Copy(p.parts, restored)
 	users := 0
 	for _, part := range p.parts {
-		users += len(part.users)
+		users += part.users.Len()
 	}
 	w.m.stateUsers.Set(float64(users))
 	w.ready.Store(true)
@@ -536,7 +536,7 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 	targets := map[int32]int64{}
 	offsets := map[int32]kgo.Offset{}
 	for _, id := range ids {
-		out[id] = newPartition(id)
+		out[id] = newPartition(id, w.cfg.StateStore)
 		e, ok := ends.Lookup(topic, id)
 		if !ok || e.Err != nil {
 			return nil, fmt.Errorf("changelog %s partition %d has no end offset (is it co-partitioned with %s?)", topic, id, w.cfg.Topics.Events)

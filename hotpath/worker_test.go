@@ -268,12 +268,14 @@ func TestWorkerOutputs(t *testing.T) {
 // TestWorkerRestartExactlyOnce stops and restarts workers while events flow and
 // checks that every event got exactly one recommendation.
 func TestWorkerRestartExactlyOnce(t *testing.T) {
-	t.Run("embedded", func(t *testing.T) { restartExactlyOnce(t, nil) })
-	t.Run("kafka", func(t *testing.T) { restartExactlyOnce(t, testenv.KafkaBrokers(t)) })
+	t.Run("embedded", func(t *testing.T) { restartExactlyOnce(t, nil, StoreMemory) })
+	t.Run("embedded-encoded-store", func(t *testing.T) { restartExactlyOnce(t, nil, StoreEncoded) })
+	t.Run("kafka", func(t *testing.T) { restartExactlyOnce(t, testenv.KafkaBrokers(t), StoreMemory) })
 }
 
-func restartExactlyOnce(t *testing.T, brokers []string) {
+func restartExactlyOnce(t *testing.T, brokers []string, store string) {
 	h := newHarness(t, brokers, 4)
+	h.cfg.StateStore = store
 	m := randomModel(200, 8, 2)
 	const n = 600
 	base := time.Now().Add(-time.Minute).UnixMilli()
