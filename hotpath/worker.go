@@ -39,7 +39,8 @@ type Worker struct {
 	m     *metrics
 	rw    *redisWriter
 	swap  swapper
-	ready atomic.Bool
+	ready  atomic.Bool
+	joined atomic.Bool // the current session got its first assignment (possibly empty)
 
 	mu       sync.Mutex // guards assigned and revoked, written by group callbacks
 	assigned map[int32]bool
@@ -169,6 +170,7 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 	w.mu.Lock()
 	clear(w.assigned)
 	clear(w.revoked)
+	w.joined.Store(false)
 	w.mu.Unlock()
 	defer func() {
 		// Leave the group so partitions move at once (static members otherwise
@@ -179,6 +181,10 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if ctx.Err() != nil {
+				// The loop returned from a poll that blocks rebalances; leaving
+				// the group is one, so allow it first (else the leave waits
+				// for the timeout above).
+				sess.AllowRebalance()
 				_ = sess.Client().LeaveGroupContext(lctx)
 			}
 			sess.CloseAllowingRebalance()
@@ -290,6 +296,7 @@ func (w *Worker) onAssigned(_ context.Context, _ *kgo.Client, m map[string][]int
 		w.assigned[p] = true
 		delete(w.revoked, p)
 	}
+	w.joined.Store(true)
 	w.ready.Store(false)
 }
 
@@ -498,7 +505,9 @@ func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processo
 	}
 	w.mu.Unlock()
 	if len(need) == 0 {
-		if !w.ready.Load() {
+		// Ready once the group assigned this worker its partitions (maybe
+		// none: more workers than partitions) and all of them are restored.
+		if !w.ready.Load() && w.joined.Load() {
 			w.ready.Store(true)
 		}
 		return nil
