@@ -146,6 +146,10 @@ func DecodeInto(c *Click, value []byte, now time.Time, lim Limits) error {
 	if len(value) == 0 || value[0] != '{' {
 		return &InvalidError{Reason: ReasonMalformedJSON, Detail: "record is not a JSON object"}
 	}
+	if decodeFast(c, value) {
+		return c.Validate(now, lim)
+	}
+	*c = Click{} // the fast path may have filled some fields before giving up
 	if err := json.Unmarshal(value, c); err != nil {
 		var ie *InvalidError
 		var te *json.UnmarshalTypeError

@@ -130,3 +130,46 @@ func TestAppendJSONString(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeFast checks the fast path against encoding/json: whatever it
+// accepts, json.Unmarshal accepts too and decodes to the same click.
+func FuzzDecodeFast(f *testing.F) {
+	c := valid()
+	f.Add(c.AppendJSON(nil))
+	f.Add([]byte(`{"event_id":"e","user_id":"u","event_type":"purchase","item_id":-0,"price":1e3,"timestamp_ms":1}`))
+	f.Add([]byte(` { "price" : 0.5e-3 , "category":"\u00e9" } `))
+	f.Add([]byte(`{"item_id":01}`))
+	f.Add([]byte(`{"Event_ID":"x"}`))
+	f.Add([]byte(`{"event_id":"a","event_id":"b"}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var fast Click
+		if !decodeFast(&fast, in) {
+			return
+		}
+		var ref Click
+		if err := json.Unmarshal(in, &ref); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json rejects it: %v", in, err)
+		}
+		if fast != ref && !(fast.Price != fast.Price && ref.Price != ref.Price) {
+			t.Fatalf("%q: fast path %+v, encoding/json %+v", in, fast, ref)
+		}
+	})
+}
+
+func TestDecodeFastFallsBack(t *testing.T) {
+	for _, in := range []string{
+		`{"event_id":"a\"b"}`, `{"Event_ID":"x"}`, `{"event_id":"a","event_id":"b"}`, `{"item_id":1.5}`,
+		`{"item_id":"1"}`, `{"event_type":"like"}`, `{"price":null}`, `{"x":1}`, `{"item_id":01}`,
+		`{"category":"` + "\xff" + `"}`, `{"item_id":99999999999999999999}`, `{} x`,
+	} {
+		var c Click
+		if decodeFast(&c, []byte(in)) {
+			t.Errorf("fast path accepted %s as %+v; it must leave it to encoding/json", in, c)
+		}
+	}
+	c := valid()
+	var got Click
+	if !decodeFast(&got, c.AppendJSON(nil)) || got != c {
+		t.Fatalf("fast path on a plain click: %+v, want %+v", got, c)
+	}
+}
