@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/redisutil"
@@ -162,6 +163,7 @@ func (p *paramFlags) validate() error {
 type workerFlags struct {
 	log         cli.Logging
 	kafka       kafkautil.Config
+	topics      kafkautil.Topics
 	redis       redisutil.Config
 	temporal    temporalFlags
 	params      paramFlags
@@ -186,6 +188,16 @@ func (f *workerFlags) register(fs *cli.FlagSet) {
 	f.log.Register(fs)
 	f.temporal.register(fs)
 	f.kafka.Register(fs)
+	f.topics = kafkautil.DefaultTopics
+	fs.Func("topic-prefix", "prefix of the topic names the activities read, as the hot path workers' --topic-prefix: lt1- reads lt1-user_events and lt1-user_session_windows; isolates test runs on a shared cluster (empty: the standard names)", func(p string) error {
+		t, err := hotpath.PrefixedTopics(p)
+		if err != nil {
+			return err
+		}
+		f.topics = t
+		return nil
+	})
+	fs.Env("topic-prefix", "CLICKREC_WORKER_TOPIC_PREFIX")
 	f.redis.Register(fs)
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9465", "address of /metrics (recsys_drift_psi{feature}, workflow and activity counters) and /healthz")
 	fs.Env("http-addr", "CLICKREC_WORKER_HTTP_ADDR")
@@ -336,7 +348,7 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 	m := workflows.NewMetrics(reg)
 	acts := &workflows.Activities{
 		Kafka:       f.kafka,
-		Topics:      kafkautil.DefaultTopics,
+		Topics:      f.topics,
 		Redis:       rc,
 		Temporal:    tc,
 		WorkDir:     f.workDir,
@@ -404,7 +416,7 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 		ln.Close()
 		return fmt.Errorf("cannot start the Temporal worker: %w", err)
 	}
-	log.Info("worker running", "temporal", f.temporal.addr, "namespace", f.temporal.namespace, "task_queue", f.temporal.queue,
+	log.Info("worker running", "temporal", f.temporal.addr, "namespace", f.temporal.namespace, "task_queue", f.temporal.queue, "events_topic", f.topics.Events,
 		"metrics", "http://"+ln.Addr().String()+"/metrics", "ui", strings.TrimRight(f.temporal.ui, "/")+"/namespaces/"+f.temporal.namespace+"/workflows")
 	if ready != nil {
 		ready(ln.Addr().String())
