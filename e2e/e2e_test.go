@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/internal/testenv/containers"
 )
 
 var clickrecBin string
@@ -38,7 +40,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building clickrec:", err)
 		os.Exit(1)
 	}
+	// CLICKREC_TEST_SERVERS=containers: Kafka, Redis and Temporal from
+	// testcontainers-go instead of local processes (skips without Docker).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	stopContainers := containers.Setup(ctx, os.Stderr)
+	cancel()
 	code := m.Run()
+	stopContainers()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -21,9 +21,19 @@ import (
 // CI reports whether the tests run in CI (CI=true), where missing servers fail.
 func CI() bool { return os.Getenv("CI") == "true" || os.Getenv("CI") == "1" }
 
+var unavailable atomic.Pointer[string]
+
+// Unavailable makes every server of this package skip with reason, also under
+// CI: for a run that explicitly asked for servers this machine cannot give
+// (CLICKREC_TEST_SERVERS=containers without a Docker engine).
+func Unavailable(reason string) { unavailable.Store(&reason) }
+
 // Missing reports a missing server: Fatal under CI, Skip otherwise.
 func Missing(t testing.TB, what, how string) {
 	t.Helper()
+	if r := unavailable.Load(); r != nil {
+		t.Skip(*r)
+	}
 	msg := fmt.Sprintf("%s not available (%s)", what, how)
 	if CI() {
 		t.Fatal(msg + "; CI=true, so this fails instead of skipping")
@@ -50,6 +60,9 @@ func reachable(addr string) error {
 // default 127.0.0.1:9092).
 func KafkaBrokers(t testing.TB) []string {
 	t.Helper()
+	if r := unavailable.Load(); r != nil {
+		t.Skip(*r)
+	}
 	brokers := strings.Split(env("CLICKREC_TEST_KAFKA_BROKERS", "127.0.0.1:9092"), ",")
 	if err := reachable(brokers[0]); err != nil {
 		Missing(t, "Kafka at "+brokers[0], "start it with scripts/kafka.sh start, or set CLICKREC_TEST_KAFKA_BROKERS: "+err.Error())
@@ -61,6 +74,9 @@ func KafkaBrokers(t testing.TB) []string {
 // default 127.0.0.1:6379).
 func RedisAddr(t testing.TB) string {
 	t.Helper()
+	if r := unavailable.Load(); r != nil {
+		t.Skip(*r)
+	}
 	addr := env("CLICKREC_TEST_REDIS_ADDR", "127.0.0.1:6379")
 	if err := reachable(addr); err != nil {
 		Missing(t, "redis-server at "+addr, "start it with scripts/redis.sh start, or set CLICKREC_TEST_REDIS_ADDR: "+err.Error())
@@ -72,6 +88,9 @@ func RedisAddr(t testing.TB) string {
 // default 127.0.0.1:7233).
 func TemporalAddr(t testing.TB) string {
 	t.Helper()
+	if r := unavailable.Load(); r != nil {
+		t.Skip(*r)
+	}
 	addr := env("CLICKREC_TEST_TEMPORAL_ADDR", "127.0.0.1:7233")
 	if err := reachable(addr); err != nil {
 		Missing(t, "Temporal at "+addr, "start it with scripts/temporal.sh start, or set CLICKREC_TEST_TEMPORAL_ADDR: "+err.Error())
