@@ -335,10 +335,14 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		}
 	}
 	var current *Serving
+	lastCommit := 5 * time.Millisecond // until the first commit is measured
 	for {
+		pollStart := time.Now()
 		pollCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fetches := sess.PollRecords(pollCtx, w.cfg.MaxPollRecords)
 		cancel()
+		// Idle: the poll waited longer than a commit takes.
+		idle := time.Since(pollStart) > lastCommit
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
 		}
@@ -347,7 +351,10 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		// the previous transaction committed join this one instead of waiting a
 		// whole transaction cycle (measured: p50 at 1,000 clicks/s 53 → 9 ms with
 		// a prototype). It never waits for a batch to fill: at most SecondPoll.
-		if n := fetches.NumRecords(); n > 0 && n < w.cfg.MaxPollRecords && w.cfg.SecondPoll > 0 {
+		// A poll that waited longer than a commit takes found the worker idle:
+		// clicks are sparser than commits, none piled up behind one, so it
+		// goes straight on (at 100 clicks/s the second poll only added its 2 ms).
+		if n := fetches.NumRecords(); n > 0 && n < w.cfg.MaxPollRecords && w.cfg.SecondPoll > 0 && !idle {
 			pctx, pcancel := context.WithTimeout(ctx, w.cfg.SecondPoll)
 			more := sess.PollRecords(pctx, w.cfg.MaxPollRecords-n)
 			pcancel()
@@ -440,6 +447,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		endTimedOut := endCtx.Err() != nil
 		cancelEnd()
 		commitDur := time.Since(start)
+		lastCommit = commitDur
 		sess.AllowRebalance()
 		if committed {
 			now := time.Now()
