@@ -39,6 +39,8 @@ type Config struct {
 	Topics kafkautil.Topics
 
 	RedisTTL time.Duration // TTL of user:{id} keys in Redis
+
+	DriftPublishEvery time.Duration // how often the live drift profile of the current minute is written to Redis
 }
 
 // DefaultConfig returns the documented defaults (DESIGN.md).
@@ -63,6 +65,8 @@ func DefaultConfig() Config {
 		StateStore:      StoreMemory,
 		Topics:          kafkautil.DefaultTopics,
 		RedisTTL:        time.Hour,
+
+		DriftPublishEvery: 10 * time.Second,
 	}
 	c.Limits.MaxRecordBytes = 16 << 10
 	c.Limits.MaxFutureSkew = time.Minute
@@ -97,6 +101,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
 	fs.Env("session-timeout", "CLICKREC_HOTPATH_SESSION_TIMEOUT")
+	fs.DurationVar(&c.DriftPublishEvery, "drift-publish-every", c.DriftPublishEvery, "how often the live drift profile of the current minute goes to Redis (drift:live:<minute>:<instance>, read by the CheckDrift workflow)")
+	fs.Env("drift-publish-every", "CLICKREC_HOTPATH_DRIFT_PUBLISH_EVERY")
 	fs.StringVar(&c.StateStore, "state-store", c.StateStore, "where user state lives between batches: memory (decoded, fastest, ≈ 1 KB per user with 20 recent events) or encoded (the changelog encoding, ≈ 0.6 KB per user, decoded when a batch touches the user)")
 	fs.Env("state-store", "CLICKREC_HOTPATH_STATE_STORE")
 	fs.BoolFunc("exactly-once", "exactly-once processing (default true): one Kafka transaction per poll. false: at-least-once — outputs and changelog are flushed, then offsets committed; a crash replays and duplicates recommendations. For measuring what exactly-once costs, not for production", func(v string) error {
@@ -153,6 +159,7 @@ func (c *Config) Validate() error {
 	}{
 		{"out-of-orderness", c.OutOfOrderness}, {"window", c.Window}, {"session-ttl", c.SessionTTL},
 		{"idle-timeout", c.IdleTimeout}, {"txn-timeout", c.TxnTimeout}, {"session-timeout", c.SessionTimeout},
+		{"drift-publish-every", c.DriftPublishEvery},
 	} {
 		if err := cli.Positive(d.name, d.v); err != nil {
 			return err

@@ -33,12 +33,12 @@ import (
 // changelog when a partition is assigned, and again after any transaction that
 // did not commit, so an aborted or fenced transaction leaves no trace.
 type Worker struct {
-	cfg   Config
-	kafka kafkautil.Config
-	log   *slog.Logger
-	m     *metrics
-	rw    *redisWriter
-	swap  swapper
+	cfg    Config
+	kafka  kafkautil.Config
+	log    *slog.Logger
+	m      *metrics
+	rw     *redisWriter
+	swap   swapper
 	ready  atomic.Bool
 	joined atomic.Bool // the current session got its first assignment (possibly empty)
 
@@ -95,7 +95,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{}, 2)
 		go func() { w.rw.run(rctx); done <- struct{}{} }()
-		go func() { w.publishLive(rctx, time.Minute); done <- struct{}{} }()
+		go func() { w.publishLive(rctx, w.cfg.DriftPublishEvery); done <- struct{}{} }()
 		defer func() { cancel(); <-done; <-done }()
 	}
 	base := w.kafka.Opts("clickrec-hotpath-" + w.cfg.InstanceID)

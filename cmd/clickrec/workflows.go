@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -72,7 +74,9 @@ signals promote-now and abort (Temporal UI, or temporal workflow signal) end it.
 		return err
 	}
 	opts := client.StartWorkflowOptions{TaskQueue: tf.queue}
-	stamp := time.Now().UTC().Format("20060102-150405")
+	// Unique per start: two manual runs in the same second must not share one
+	// workflow (a start with a taken id returns the running one).
+	stamp := time.Now().UTC().Format("20060102-150405") + "-" + strconv.FormatUint(rand.Uint64()&0xffffff, 16)
 	var (
 		fn  any
 		arg any
