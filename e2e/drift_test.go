@@ -45,17 +45,11 @@ func registerWithReference(t *testing.T, reg *registry.Registry, version string,
 // TestDriftRollback promotes a model whose reference profile says shoppers
 // browse categories c1..c5, then has a hot path worker serve it to shoppers
 // who all browse one other category. The worker publishes its live profile to
-// Redis (drift.LiveKey, once a minute); CheckDrift, run by a `clickrec worker`
+// Redis (drift.LiveKey, here every second); CheckDrift, run by a `clickrec worker`
 // and started with `clickrec workflows drift-check`, finds the category mix
 // drifted, rolls the registry back to the previous version, and the running
 // hot path worker switches back to it without a restart.
-//
-// The hot path publishes live profiles every minute and has no flag to do it
-// sooner, so this test waits about a minute for the first one.
 func TestDriftRollback(t *testing.T) {
-	if testing.Short() && !testenv.CI() {
-		t.Skip("waits about a minute for the hot path's first live drift profile; run without -short")
-	}
 	c := newCluster(t, 2)
 	rs := startRedis(t, "")
 	rc := redis.NewClient(&redis.Options{Addr: rs.addr()})
@@ -77,7 +71,7 @@ func TestDriftRollback(t *testing.T) {
 	// One-second windows and watermarks one second behind, so the windows
 	// that feed the live category mix close as the clicks arrive.
 	hp := c.worker(t, "w1", "--scorer", "go", "--no-redis=false", "--redis-addr", rs.addr(),
-		"--window", "1s", "--out-of-orderness", "1s")
+		"--window", "1s", "--out-of-orderness", "1s", "--drift-publish-every", "1s")
 	hpStarted := time.Now()
 	reader := c.recsReader(t)
 	producer := c.clickProducer(t)
@@ -115,7 +109,12 @@ func TestDriftRollback(t *testing.T) {
 		if err == nil {
 			err = json.Unmarshal(b, &live)
 		}
-		return err == nil, fmt.Sprintf("%s: %v", liveKey, err)
+		if err != nil {
+			return false, fmt.Sprintf("%s: %v", liveKey, err)
+		}
+		// The minute's key is rewritten every second with all counted so far.
+		m := live[drift.FeatureCategoryMix]
+		return m != nil && m.N() >= n/2, fmt.Sprintf("%s: %d of %d clicks counted so far", liveKey, m.N(), n)
 	})
 	mix := live[drift.FeatureCategoryMix]
 	if mix == nil || mix.Ref != ref[drift.FeatureCategoryMix].Fingerprint() || mix.N() < n/2 {
