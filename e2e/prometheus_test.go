@@ -14,7 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/clickrec/clickrec/drift"
+	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/model/registry"
+	"github.com/clickrec/clickrec/workflows"
 )
 
 func freePort(t *testing.T) int {
@@ -33,16 +39,40 @@ func freePort(t *testing.T) int {
 // ClickrecHotpathDown alert fires. The rules' `for:` durations are shortened to
 // keep the test short; their thresholds and expressions are the shipped ones
 // (promtool test rules checks the durations in deploy/).
+// TestPrometheusScrapesAndAlerts runs the real Prometheus server (Debian's)
+// with deploy/prometheus/rules.yml (every `for:` set to 0s) against a hot path
+// worker and a workflow worker, and drives the alerts over their thresholds:
+// a backlog (lag > 500 records, p95 latency > 70 ms), drift (PSI > 0.15 from
+// a real CheckDrift run), and both workers dying.
 func TestPrometheusScrapesAndAlerts(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		testenv.Missing(t, "prometheus", "apt-get install prometheus (scripts/deps.sh installs it)")
 	}
 	c := newCluster(t, 2)
-	metricsPort := freePort(t)
-	w := c.worker(t, "w1", "--scorer", "go", "--http-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort))
-	ctx := testenv.Context(t, 2*time.Minute)
-	producing := c.produceAsync(ctx, 300, 100, 17)
+	ctx := testenv.Context(t, 3*time.Minute)
+	rs := startRedis(t, "")
+	rc := redis.NewClient(&redis.Options{Addr: rs.addr()})
+	defer rc.Close()
+	reg := registry.New(rc)
+	ref := drift.ReferenceSet{drift.FeatureCategoryMix: drift.NewCategoricalReference(
+		map[string]uint64{"c1": 1000, "c2": 1000, "c3": 1000, "c4": 1000, "c5": 1000}, 0)}
+	registerWithReference(t, reg, "v1", randomModel(300, 8, 1), ref)
+	registerWithReference(t, reg, "v2", randomModel(300, 8, 2), ref)
+	for _, v := range []string{"v1", "v2"} {
+		if _, err := reg.Promote(ctx, v, "e2e"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	hotPort, slowPort := freePort(t), freePort(t)
+	// Five records per transaction: a burst of clicks becomes a backlog that
+	// the lag and latency alerts see. One-second windows and watermarks, so
+	// the live category mix fills as the clicks are processed.
+	w := c.worker(t, "w1", "--scorer", "go", "--http-addr", fmt.Sprintf("127.0.0.1:%d", hotPort),
+		"--no-redis=false", "--redis-addr", rs.addr(), "--max-poll-records", "5",
+		"--window", "1s", "--out-of-orderness", "1s", "--drift-publish-every", "1s")
+	slow := c.slowWorker(t, rs.addr(), "--http-addr", fmt.Sprintf("127.0.0.1:%d", slowPort))
 
 	dir := t.TempDir()
 	rules, err := os.ReadFile("../deploy/prometheus/rules.yml")
@@ -58,7 +88,9 @@ rule_files: [rules.yml]
 scrape_configs:
   - job_name: clickrec-hotpath
     static_configs: [{targets: ["127.0.0.1:%d"]}]
-`, metricsPort)
+  - job_name: clickrec-worker
+    static_configs: [{targets: ["127.0.0.1:%d"]}]
+`, hotPort, slowPort)
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -73,19 +105,59 @@ scrape_configs:
 	t.Cleanup(func() { prom.Process.Kill(); <-promDone })
 	api := fmt.Sprintf("http://127.0.0.1:%d/api/v1/", promPort)
 
-	(<-producing).must(t)
-	// Prometheus scrapes the worker: the clicks processed show up in a query.
+	// Both workers are scraped.
+	eventually(t, ctx, func() (bool, string) {
+		v, err := queryScalar(api, `count(up == 1)`)
+		return err == nil && v == 2, fmt.Sprintf("targets up: %v (%v)", v, err)
+	})
+
+	// A burst of 6,000 clicks, all in a category the reference never saw,
+	// spread over the last minute of event time.
+	const n = 6000
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	clicks := make([]event.Click, n)
+	for i := range clicks {
+		clicks[i] = event.Click{EventID: fmt.Sprintf("pa-%d", i), UserID: fmt.Sprintf("pa-u%d", i%200), Type: event.View,
+			ItemID: int64(1 + (i*37)%300), Category: "z9", TimestampMs: base + int64(i)*10}
+	}
+	c.clickProducer(t).send(t, ctx, clicks...)
+	for _, alert := range []string{"ClickrecConsumerLagHigh", "ClickrecLatencyP95High"} {
+		eventually(t, ctx, func() (bool, string) {
+			firing, err := alertFiring(api, alert)
+			return err == nil && firing, fmt.Sprintf("%s firing: %v (%v)", alert, firing, err)
+		})
+		t.Logf("%s fired during the backlog", alert)
+	}
+	// Prometheus sees the clicks processed.
 	eventually(t, ctx, func() (bool, string) {
 		v, err := queryScalar(api, `sum(recsys_hotpath_events_total{outcome="on_time"})`)
-		return err == nil && v >= 300, fmt.Sprintf("on-time events seen by Prometheus: %v (%v)", v, err)
+		return err == nil && v >= n, fmt.Sprintf("on-time events seen by Prometheus: %v of %d (%v)", v, n, err)
 	})
-	// The worker dies: up == 0 and the alert fires.
-	w.kill()
+
+	// CheckDrift on the worker finds the category mix drifted: the PSI gauge
+	// goes over 0.15 and the alert fires.
 	eventually(t, ctx, func() (bool, string) {
-		firing, err := alertFiring(api, "ClickrecHotpathDown")
-		return err == nil && firing, fmt.Sprintf("ClickrecHotpathDown firing: %v (%v)", firing, err)
+		keys, err := rc.Keys(ctx, drift.LiveKeyPattern).Result()
+		return err == nil && len(keys) > 0, fmt.Sprintf("live drift profiles: %v (%v)", keys, err)
 	})
-	t.Log("Prometheus scraped the worker's metrics and fired ClickrecHotpathDown when it was killed")
+	var res workflows.DriftResult
+	slow.run(t, ctx, "drift-check", &res, "--drift-window", "5m", "--drift-min-samples", "100", "--drift-rollback-window", "1h")
+	eventually(t, ctx, func() (bool, string) {
+		firing, err := alertFiring(api, "ClickrecFeatureDrift")
+		return err == nil && firing, fmt.Sprintf("ClickrecFeatureDrift firing: %v (%v); drift-check: %s", firing, err, res.Action)
+	})
+	t.Logf("ClickrecFeatureDrift fired after drift-check (%s)", res.Detail)
+
+	// The workers die: their down alerts fire.
+	w.kill()
+	slow.proc.kill()
+	for _, alert := range []string{"ClickrecHotpathDown", "ClickrecWorkerDown"} {
+		eventually(t, ctx, func() (bool, string) {
+			firing, err := alertFiring(api, alert)
+			return err == nil && firing, fmt.Sprintf("%s firing: %v (%v)", alert, firing, err)
+		})
+	}
+	t.Log("Prometheus scraped both workers and fired the lag, latency, drift and down alerts")
 }
 
 func queryScalar(api, q string) (float64, error) {
