@@ -91,9 +91,15 @@ func TestKillWorkersExactlyOnce(t *testing.T) {
 	}
 	c := newCluster(t, 4)
 	ids := []string{"w1", "w2"}
+	// w2 keeps its state on disk (Pebble): a killed worker leaves its store
+	// behind, and the restarted one must rebuild it from the changelog.
+	flags := map[string][]string{
+		"w1": {"--scorer", "go"},
+		"w2": {"--scorer", "go", "--state-store", "pebble", "--state-dir", t.TempDir()},
+	}
 	workers := map[string]*proc{}
 	for _, id := range ids {
-		workers[id] = c.worker(t, id, "--scorer", "go")
+		workers[id] = c.worker(t, id, flags[id]...)
 	}
 	const n, rate = 6000, 200.0 // 30 s of clicks
 	ctx := testenv.Context(t, 3*time.Minute)
@@ -112,7 +118,7 @@ loop:
 			id := ids[r.IntN(len(ids))]
 			workers[id].kill()
 			kills++
-			workers[id] = c.worker(t, id, "--scorer", "go")
+			workers[id] = c.worker(t, id, flags[id]...)
 		}
 	}
 	t.Logf("produced %d clicks at %.0f/s, killed a worker %d times", n, rate, kills)

@@ -2,6 +2,7 @@ package hotpath
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"math"
 	"slices"
 	"strconv"
@@ -47,7 +48,28 @@ type partition struct {
 }
 
 func newPartition(id int32, store string) *partition {
-	return &partition{id: id, users: newStore(store), maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
+	return newPartitionWith(id, newStore(store))
+}
+
+// drop forgets partition id and releases its store.
+func (p *processor) drop(id int32) {
+	if part := p.parts[id]; part != nil {
+		if err := part.users.Close(); err != nil {
+			slog.Warn("closing a partition's state store", "partition", id, "err", err)
+		}
+		delete(p.parts, id)
+	}
+}
+
+// dropAll forgets every partition.
+func (p *processor) dropAll() {
+	for id := range p.parts {
+		p.drop(id)
+	}
+}
+
+func newPartitionWith(id int32, s Store) *partition {
+	return &partition{id: id, users: s, maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
 }
 
 // pendingRec is an on-time click waiting for the batch to be scored.

@@ -15,7 +15,7 @@ import (
 // state update, window bookkeeping, model input, scoring (pure Go, 1k items),
 // output and changelog encoding, in batches of 100 events over 1,000 users.
 func BenchmarkProcess(b *testing.B) {
-	for _, kind := range []string{StoreMemory, StoreEncoded} {
+	for _, kind := range storeKinds {
 		b.Run("store="+kind, func(b *testing.B) { benchmarkProcess(b, kind) })
 	}
 }
@@ -29,7 +29,7 @@ func benchmarkProcess(b *testing.B, store string) {
 		b.Fatal(err)
 	}
 	p.serving = &Serving{Version: "bench", Model: m, Scorer: sc}
-	p.parts[0] = newPartition(0, store)
+	p.parts[0] = newPartitionWith(0, testStore(b, store))
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	recs := make([]*kgo.Record, 10_000)
 	for i := range recs {

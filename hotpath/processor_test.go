@@ -32,6 +32,27 @@ func newTestProcessor(t *testing.T) (*processor, *partition) {
 
 const minute = int64(60_000)
 
+// storeKinds are the state stores every store test runs on.
+var storeKinds = []string{StoreMemory, StoreEncoded, StorePebble}
+
+// testStore opens a store of kind for a test; a pebble store lives in a
+// temporary directory and is closed when the test ends.
+func testStore(tb testing.TB, kind string) Store {
+	tb.Helper()
+	cfg := DefaultConfig()
+	cfg.StateStore, cfg.StateDir = kind, tb.TempDir()
+	s, err := openStore(&cfg, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return s
+}
+
 func rec(id, user string, typ event.Type, item int64, cat string, ts int64) *kgo.Record {
 	c := event.Click{EventID: id, UserID: user, SessionID: "s", Type: typ, ItemID: item, Category: cat, TimestampMs: ts}
 	return &kgo.Record{Topic: "user_events", Key: []byte(user), Value: c.AppendJSON(nil)}
@@ -186,14 +207,14 @@ func TestMemoryPerUser(t *testing.T) {
 		}
 		users = n
 	}
-	for _, kind := range []string{StoreMemory, StoreEncoded} {
+	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			cfg := DefaultConfig()
 			var before, after runtime.MemStats
 			debug.FreeOSMemory() // RSS from the previous subtest goes back to the OS
 			runtime.ReadMemStats(&before)
 			rssBefore := rssBytes()
-			part := newPartition(0, kind)
+			part := newPartitionWith(0, testStore(t, kind))
 			base := int64(9_000_000_000)
 			var c event.Click
 			var buf []byte
@@ -216,8 +237,12 @@ func TestMemoryPerUser(t *testing.T) {
 			runtime.ReadMemStats(&after)
 			per := float64(after.HeapAlloc-before.HeapAlloc) / float64(users)
 			rss := float64(rssBytes()-rssBefore) / float64(users)
-			t.Logf("%s store: heap per user with 20 recent events %.0f bytes, RSS growth per user %.0f bytes (%d users, encoded state %d bytes)",
-				kind, per, rss, users, len(buf))
+			disk := ""
+			if ps, ok := part.users.(*pebbleStore); ok {
+				disk = fmt.Sprintf(", on disk %.0f bytes per user", float64(ps.db.Metrics().DiskSpaceUsage())/float64(users))
+			}
+			t.Logf("%s store: heap per user with 20 recent events %.0f bytes, RSS growth per user %.0f bytes%s (%d users, encoded state %d bytes)",
+				kind, per, rss, disk, users, len(buf))
 			if per > 4096 {
 				t.Fatalf("%.0f bytes per user", per)
 			}
@@ -251,11 +276,11 @@ func rssBytes() int64 {
 // through a processor on each store: every output record must be identical.
 func TestStoresAgree(t *testing.T) {
 	outputs := map[string][]string{}
-	for _, kind := range []string{StoreMemory, StoreEncoded} {
+	for _, kind := range storeKinds {
 		cfg := DefaultConfig()
 		p := newProcessor(&cfg, newMetrics(nil))
 		p.now = func() time.Time { return time.UnixMilli(10_000_000_000) }
-		part := newPartition(0, kind)
+		part := newPartitionWith(0, testStore(t, kind))
 		p.parts[0] = part
 		rng := rand.New(rand.NewPCG(1, 2))
 		base := int64(9_000_000_000)
@@ -293,13 +318,16 @@ func TestStoresAgree(t *testing.T) {
 		}
 		outputs[kind] = all
 	}
-	a, b := outputs[StoreMemory], outputs[StoreEncoded]
-	if len(a) != len(b) {
-		t.Fatalf("memory store: %d output records, encoded store: %d", len(a), len(b))
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			t.Fatalf("output %d differs:\nmemory  %s\nencoded %s", i, a[i], b[i])
+	a := outputs[StoreMemory]
+	for _, kind := range storeKinds[1:] {
+		b := outputs[kind]
+		if len(a) != len(b) {
+			t.Fatalf("memory store: %d output records, %s store: %d", len(a), kind, len(b))
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("output %d differs:\nmemory %s\n%s %s", i, a[i], kind, b[i])
+			}
 		}
 	}
 }

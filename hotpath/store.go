@@ -2,6 +2,8 @@ package hotpath
 
 import (
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"sync"
 )
 
@@ -13,8 +15,8 @@ import (
 // at the end of the batch it calls Save with the user's new changelog encoding
 // for every changed user, then EndBatch. A store may therefore keep users in
 // any form between batches: decoded on the heap (memoryStore), as their
-// encoded bytes (encodedStore, about a quarter of the memory), or on disk — a
-// Pebble store would Save the encoding under the user id and decode on Get.
+// encoded bytes (encodedStore, about a quarter of the memory), or on local
+// disk (pebbleStore: the encoding under the user id, decoded on Get).
 type Store interface {
 	// Get returns the user's state, or nil if the user is unknown. Within a
 	// batch, repeated calls return the same pointer.
@@ -34,19 +36,35 @@ type Store interface {
 	Range(fn func(u *userState))
 	// Restore applies one changelog value (never a tombstone: see Delete).
 	Restore(id string, value []byte) error
+	// Close releases the store when its partition is dropped (revoked, or
+	// forgotten after a transaction that did not commit).
+	Close() error
 }
 
 // Store kinds for --state-store.
 const (
 	StoreMemory  = "memory"
 	StoreEncoded = "encoded"
+	StorePebble  = "pebble"
 )
 
+// newStore returns an in-memory store of kind (memory or encoded).
 func newStore(kind string) Store {
 	if kind == StoreEncoded {
 		return &encodedStore{data: map[string][]byte{}, live: map[string]*userState{}}
 	}
 	return memoryStore{}
+}
+
+// openStore returns the store cfg asks for, for partition id.
+func openStore(cfg *Config, id int32) (Store, error) {
+	if cfg.StateStore == StorePebble {
+		// Per instance: two workers on one host never share a partition's
+		// directory, even while the partition moves between them.
+		dir := filepath.Join(cfg.StateDir, url.PathEscape(cfg.InstanceID), fmt.Sprintf("%s-%d", cfg.Topics.Changelog, id))
+		return openPebbleStore(dir, 32<<20)
+	}
+	return newStore(cfg.StateStore), nil
 }
 
 // memoryStore keeps every user decoded: the fastest, ≈ 1 KB per user with 20
@@ -59,6 +77,7 @@ func (s memoryStore) Save(*userState, []byte)  {}
 func (s memoryStore) Delete(id string)         { delete(s, id) }
 func (s memoryStore) EndBatch()                {}
 func (s memoryStore) Len() int                 { return len(s) }
+func (s memoryStore) Close() error             { return nil }
 func (s memoryStore) Range(fn func(u *userState)) {
 	for _, u := range s {
 		fn(u)
@@ -114,6 +133,8 @@ func (s *encodedStore) Delete(id string) {
 }
 
 func (s *encodedStore) EndBatch() { clear(s.live) }
+
+func (s *encodedStore) Close() error { return nil }
 
 func (s *encodedStore) Len() int {
 	n := len(s.data)

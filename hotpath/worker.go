@@ -327,6 +327,7 @@ func (f partitionerFunc) ForTopic(t string) kgo.TopicPartitioner { return f(t) }
 
 func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 	p := newProcessor(&w.cfg, w.m)
+	defer p.dropAll()
 	cl := sess.Client()
 	var produceErr atomic.Pointer[error]
 	promise := func(_ *kgo.Record, err error) {
@@ -485,9 +486,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 				w.log.Info("transaction aborted (rebalance or produce failure); state will be restored from the changelog")
 			}
 			// Nothing of this batch is visible: forget what it changed in memory.
-			for id := range p.parts {
-				delete(p.parts, id)
-			}
+			p.dropAll()
 			w.ready.Store(false)
 		}
 		w.observeLag(p, fetches)
@@ -500,7 +499,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processor) error {
 	w.mu.Lock()
 	for id := range w.revoked {
-		delete(p.parts, id)
+		p.drop(id)
 		w.m.lag.DeleteLabelValues(strconv.Itoa(int(id)))
 		w.m.wmLag.DeleteLabelValues(strconv.Itoa(int(id)))
 	}
@@ -550,10 +549,22 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 		return nil, fmt.Errorf("listing changelog start offsets: %w", err)
 	}
 	out := make(map[int32]*partition, len(ids))
+	restored := false
+	defer func() {
+		if !restored { // an error: the partitions' stores are not handed out
+			for _, part := range out {
+				_ = part.users.Close()
+			}
+		}
+	}()
 	targets := map[int32]int64{}
 	offsets := map[int32]kgo.Offset{}
 	for _, id := range ids {
-		out[id] = newPartition(id, w.cfg.StateStore)
+		st, err := openStore(&w.cfg, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = newPartitionWith(id, st)
 		e, ok := ends.Lookup(topic, id)
 		if !ok || e.Err != nil {
 			return nil, fmt.Errorf("changelog %s partition %d has no end offset (is it co-partitioned with %s?)", topic, id, w.cfg.Topics.Events)
@@ -615,6 +626,7 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 		part.lastRecord = now
 	}
 	w.m.restores.Observe(time.Since(start).Seconds())
+	restored = true
 	return out, nil
 }
 

@@ -270,12 +270,13 @@ func TestWorkerOutputs(t *testing.T) {
 func TestWorkerRestartExactlyOnce(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) { restartExactlyOnce(t, nil, StoreMemory) })
 	t.Run("embedded-encoded-store", func(t *testing.T) { restartExactlyOnce(t, nil, StoreEncoded) })
+	t.Run("embedded-pebble-store", func(t *testing.T) { restartExactlyOnce(t, nil, StorePebble) })
 	t.Run("kafka", func(t *testing.T) { restartExactlyOnce(t, testenv.KafkaBrokers(t), StoreMemory) })
 }
 
 func restartExactlyOnce(t *testing.T, brokers []string, store string) {
 	h := newHarness(t, brokers, 4)
-	h.cfg.StateStore = store
+	h.cfg.StateStore, h.cfg.StateDir = store, t.TempDir()
 	m := randomModel(200, 8, 2)
 	const n = 600
 	base := time.Now().Add(-time.Minute).UnixMilli()
