@@ -456,6 +456,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r.Brokers = cfg.Kafka.Brokers
 	r.EventsTopic, r.RecsTopic, r.Group = string(topics.Events), string(topics.Recs), cfg.Group
 	r.Workers = workers
+	r.ExactlyOnce = workers.ExactlyOnce
 	if fleet != nil {
 		r.Workers.Restarts, r.Workers.UnexpectedExits = fleet.Stats()
 		if r.Workers.UnexpectedExits > 0 {

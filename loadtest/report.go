@@ -209,7 +209,7 @@ type Report struct {
 	EventsTopic string    `json:"events_topic"`
 	RecsTopic   string    `json:"recs_topic"`
 	Group       string    `json:"group"`
-	// ExactlyOnce is always true: the hot path has no other mode.
+	// ExactlyOnce says whether the workers ran exactly-once (--exactly-once).
 	ExactlyOnce bool         `json:"exactly_once"`
 	Workers     WorkerReport `json:"workers"`
 
