@@ -5,7 +5,10 @@
 #   scripts/temporal.sh install   prints the path of the temporal binary
 #   scripts/temporal.sh start|stop|status
 #
-# Environment: CLICKREC_TEMPORAL_PORT (7233; the UI listens on port+1000).
+# Environment: CLICKREC_TEMPORAL_PORT (7233; the UI listens on port+1000),
+# CLICKREC_TEMPORAL_ARGS: extra arguments of `temporal server start-dev`, split on spaces
+# (e.g. --dynamic-config-value matching.numTaskqueueReadPartitions=1).
+# The database is $CLICKREC_RUN/temporal-<port>.db: a restart on the same port keeps it.
 source "$(dirname "$0")/lib.sh"
 
 # v1.5.1 builds with `go install`; v1.9.x does not (DESIGN.md).
@@ -32,8 +35,10 @@ start() {
   install >/dev/null
   if pid_alive "$NAME"; then log "temporal: already running on 127.0.0.1:$PORT"; return 0; fi
   log "temporal: starting dev server on 127.0.0.1:$PORT (UI http://127.0.0.1:$UI_PORT)"
+  local extra=()
+  read -r -a extra <<<"${CLICKREC_TEMPORAL_ARGS:-}"
   "$BIN" server start-dev --ip 127.0.0.1 --port "$PORT" --ui-port "$UI_PORT" \
-    --db-filename "$CLICKREC_RUN/temporal-$PORT.db" --log-level warn \
+    --db-filename "$CLICKREC_RUN/temporal-$PORT.db" --log-level warn ${extra[@]+"${extra[@]}"} \
     >"$CLICKREC_RUN/$NAME.log" 2>&1 </dev/null &
   echo $! >"$CLICKREC_RUN/$NAME.pid"
   wait_port 127.0.0.1 "$PORT" 60 "$NAME"
