@@ -8,12 +8,17 @@
 #   scripts/kafka.sh status
 #
 # Environment: CLICKREC_KAFKA_PORT (9092), CLICKREC_CACHE (~/.cache/clickrec),
-# CLICKREC_KAFKA_FRESH=1 wipes the data directory before starting.
+# CLICKREC_KAFKA_FRESH=1 wipes the data directory before starting,
+# CLICKREC_KAFKA_HOST (127.0.0.1): the address the broker listens on and advertises to
+# clients (the controller stays on 127.0.0.1), e.g. a veth address that a network
+# namespace reaches (e2e/partition_test.go), CLICKREC_KAFKA_PROPS: extra server.properties
+# lines (key=value, one per line), appended so they override the defaults below.
 source "$(dirname "$0")/lib.sh"
 
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$(dirname "$0")/kafka/pom.xml")
 KAFKA_HOME="$CLICKREC_CACHE/kafka-$KAFKA_VERSION"
 PORT="${CLICKREC_KAFKA_PORT:-9092}"
+HOST="${CLICKREC_KAFKA_HOST:-127.0.0.1}"
 CPORT=$((PORT + 1))
 DATA="$CLICKREC_RUN/kafka-data-$PORT"
 NAME="kafka-$PORT"
@@ -38,15 +43,15 @@ java_run() {
 
 start() {
   install
-  if pid_alive "$NAME"; then log "kafka: already running on 127.0.0.1:$PORT"; return 0; fi
+  if pid_alive "$NAME"; then log "kafka: already running on $HOST:$PORT"; return 0; fi
   [[ ${CLICKREC_KAFKA_FRESH:-0} == 1 ]] && rm -rf "$DATA"
   mkdir -p "$DATA/logs"
   cat > "$DATA/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -65,6 +70,7 @@ log.segment.bytes=67108864
 # showed up as a 22 ms mode in the hot path's produce latency). See README, "Broker settings".
 add.partitions.to.txn.retry.backoff.ms=1
 PROPS
+  if [[ -n ${CLICKREC_KAFKA_PROPS:-} ]]; then printf '%s\n' "$CLICKREC_KAFKA_PROPS" >>"$DATA/server.properties"; fi
   write_broker_log4j2 "$DATA/log4j2.properties"
   if [[ ! -f $DATA/logs/meta.properties ]]; then
     log "kafka: formatting KRaft storage in $DATA/logs"
@@ -73,26 +79,26 @@ PROPS
     java_run kafka.tools.StorageTool format -t "$id" -c "$DATA/server.properties" >"$CLICKREC_RUN/$NAME.log" 2>&1 ||
       die "kafka storage format failed (see $CLICKREC_RUN/$NAME.log)"
   fi
-  log "kafka: starting $KAFKA_VERSION on 127.0.0.1:$PORT (controller $CPORT)"
+  log "kafka: starting $KAFKA_VERSION on $HOST:$PORT (controller 127.0.0.1:$CPORT)"
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Dlog4j2.configurationFile="$DATA/log4j2.properties" \
     -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$DATA/server.properties" \
     >>"$CLICKREC_RUN/$NAME.log" 2>&1 </dev/null &
   echo $! >"$CLICKREC_RUN/$NAME.pid"
-  wait_port 127.0.0.1 "$PORT" 90 "$NAME"
+  wait_port "$HOST" "$PORT" 90 "$NAME"
   local i
   for ((i = 0; i < 600; i++)); do
     grep -q 'Kafka Server started' "$CLICKREC_RUN/$NAME.log" && break
     pid_alive "$NAME" || die "kafka exited during start (log: $CLICKREC_RUN/$NAME.log)"
     sleep 0.1
   done
-  log "kafka: ready on 127.0.0.1:$PORT"
+  log "kafka: ready on $HOST:$PORT"
 }
 
 case "${1:-}" in
 install) install ;;
 start) start ;;
 stop) stop_pid "$NAME" ;;
-status) pid_alive "$NAME" && echo "kafka running on 127.0.0.1:$PORT" || { echo "kafka not running"; exit 1; } ;;
+status) pid_alive "$NAME" && echo "kafka running on $HOST:$PORT" || { echo "kafka not running"; exit 1; } ;;
 *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac
