@@ -363,11 +363,21 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 				fetches = append(fetches, more...)
 			}
 		}
+		var fencedInstance error
 		fetches.EachError(func(t string, part int32, err error) {
+			if errors.Is(err, kerr.FencedInstanceID) {
+				fencedInstance = err
+			}
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				w.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
 			}
 		})
+		if fencedInstance != nil {
+			// The group coordinator took this worker's static membership away:
+			// another worker joined with the same --instance-id.
+			sess.AllowRebalance()
+			return &fatalError{fmt.Errorf("another worker joined group %s as instance %s (is --instance-id unique?): %w", w.cfg.Group, w.cfg.InstanceID, fencedInstance)}
+		}
 		if err := w.syncPartitions(ctx, cl, p); err != nil {
 			sess.AllowRebalance()
 			if ctx.Err() != nil {
@@ -412,6 +422,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			sess.AllowRebalance()
 			return fmt.Errorf("beginning a transaction: %w", err) // a new session starts clean
 		}
+		began := time.Now()
 		p.begin()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			part := p.parts[fp.Partition]
@@ -445,7 +456,6 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			w.log.Warn("produce failed; aborting the transaction", "err", err)
 		}
 		committed, err := sess.End(endCtx, try)
-		endTimedOut := endCtx.Err() != nil
 		cancelEnd()
 		commitDur := time.Since(start)
 		lastCommit = commitDur
@@ -477,11 +487,19 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			if err != nil {
 				w.log.Warn("transaction did not commit", "err", err)
 				if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+					if open := time.Since(began); open >= w.cfg.TxnTimeout {
+						// The broker timed the transaction out (the worker was
+						// cut off or stalled) and bumped the producer epoch:
+						// not another worker. A new session fences again and
+						// restores state from the changelog.
+						return fmt.Errorf("transaction open %v, beyond --txn-timeout %v, was aborted by the broker (network partition or stall?): %w",
+							open.Round(time.Millisecond), w.cfg.TxnTimeout, err)
+					}
 					return &fatalError{fmt.Errorf("fenced by another worker with transactional id %s (is --instance-id unique?): %w", w.TransactionalID(), err)}
 				}
-				if endTimedOut || errors.Is(err, context.DeadlineExceeded) {
-					return fmt.Errorf("ending the transaction: %w", err)
-				}
+				// The session is in an unknown state (a broker gone mid-commit,
+				// an invalid transaction state): a new one starts clean.
+				return fmt.Errorf("ending the transaction: %w", err)
 			} else {
 				w.log.Info("transaction aborted (rebalance or produce failure); state will be restored from the changelog")
 			}

@@ -406,3 +406,41 @@ func TestWorkerAtLeastOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicateInstanceIDIsFatal runs two workers with the same instance id:
+// they fence each other's transactions at once (well within the transaction
+// timeout), which is a deployment error, and one of them stops saying so.
+func TestDuplicateInstanceIDIsFatal(t *testing.T) {
+	h := newHarness(t, testenv.KafkaBrokers(t), 2)
+	m := randomModel(50, 4, 5)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	errs := make(chan error, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for range 2 {
+		cfg := h.cfg
+		cfg.InstanceID = "same"
+		w, err := New(cfg, h.kcfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.SetServing(&Serving{Version: m.Version, Model: m, Scorer: bruteScorer{m}})
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- w.Run(ctx) }()
+	}
+	deadline := time.After(60 * time.Second)
+	for i := 0; ; i++ {
+		h.produce(click(fmt.Sprintf("d%d", i), fmt.Sprintf("u%d", i%5), event.View, 1001, "c1", base+int64(i)))
+		select {
+		case err := <-errs:
+			if err == nil || !strings.Contains(err.Error(), "is --instance-id unique?") {
+				t.Fatalf("a worker with a duplicated instance id stopped with %v; want the fencing error naming --instance-id", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("two workers with one instance id ran side by side for 60 s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
