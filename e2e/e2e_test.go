@@ -148,16 +148,35 @@ func (c *cluster) worker(t *testing.T, instance string, extra ...string) *proc {
 // once every worker has stopped.
 func (c *cluster) readAll(t *testing.T, topic string) []*kgo.Record {
 	t.Helper()
+	return c.readTo(t, topic, kgo.ReadCommitted())
+}
+
+// readUncommitted reads every record of topic, whether its transaction
+// committed, aborted or is still open, up to the high watermark.
+func (c *cluster) readUncommitted(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	return c.readTo(t, topic, kgo.ReadUncommitted())
+}
+
+// readTo reads topic from the start with isolation up to where that isolation
+// ends: the last stable offsets (read_committed) or the high watermarks.
+func (c *cluster) readTo(t *testing.T, topic string, isolation kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
 	ctx := testenv.Context(t, 60*time.Second)
 	cl, err := kgo.NewClient(append(c.kcfg.Opts("e2e-reader"),
-		kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(isolation),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	adm := kadm.NewClient(cl)
+	list := adm.ListCommittedOffsets
+	if isolation == kgo.ReadUncommitted() {
+		list = adm.ListEndOffsets
+	}
+	ends, err := list(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

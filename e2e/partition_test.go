@@ -340,47 +340,6 @@ type producerBatch struct {
 	epoch int16
 }
 
-// readUncommitted reads every record of topic, whether its transaction
-// committed, aborted or is still open, up to the high watermark.
-func (c *cluster) readUncommitted(t *testing.T, topic string) []*kgo.Record {
-	t.Helper()
-	ctx := testenv.Context(t, 60*time.Second)
-	cl, err := kgo.NewClient(append(c.kcfg.Opts("e2e-uncommitted-reader"),
-		kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(200*time.Millisecond))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	var out []*kgo.Record
-	for len(remaining) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s read_uncommitted: %d partitions not read to their end", topic, len(remaining))
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-			if end, ok := remaining[r.Partition]; ok && r.Offset >= end-1 {
-				delete(remaining, r.Partition)
-			}
-		})
-	}
-	return out
-}
-
 // changelogState is the last state the changelog holds per user: the number
 // of that user's clicks it counted.
 func (c *cluster) changelogState(t *testing.T) map[string]uint64 {
