@@ -102,6 +102,7 @@ transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=16777216
+add.partitions.to.txn.retry.backoff.ms=1
 PROPS
   write_broker_log4j2 "$DATA/log4j2.properties"
   if [[ ! -f $DATA/logs/meta.properties ]]; then
