@@ -122,6 +122,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// testHookSessionClient, when set by a test, runs right after a session created
+// its Kafka client (which is joining the group in the background).
+var testHookSessionClient func(*Worker)
+
 // fatalError ends Run: retrying cannot help.
 type fatalError struct{ err error }
 
@@ -147,6 +151,16 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onRevoked),
 	)
+	// Forget the previous session's assignment before the new client exists:
+	// the client joins the group in the background as soon as it is created,
+	// and its OnPartitionsAssigned may run before the next line of this
+	// function. Clearing afterwards wiped that assignment, so the worker
+	// skipped every record while the session committed their offsets.
+	w.mu.Lock()
+	clear(w.assigned)
+	clear(w.revoked)
+	w.joined.Store(false)
+	w.mu.Unlock()
 	var sess txnSession
 	if w.cfg.AtLeastOnce {
 		cl, err := kgo.NewClient(append(opts, kgo.DisableAutoCommit())...)
@@ -167,11 +181,9 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 		}
 		sess = gs
 	}
-	w.mu.Lock()
-	clear(w.assigned)
-	clear(w.revoked)
-	w.joined.Store(false)
-	w.mu.Unlock()
+	if testHookSessionClient != nil {
+		testHookSessionClient(w)
+	}
 	defer func() {
 		// Leave the group so partitions move at once (static members otherwise
 		// keep them until the session timeout); bounded, since the broker may be
@@ -378,7 +390,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			sess.AllowRebalance()
 			return &fatalError{fmt.Errorf("another worker joined group %s as instance %s (is --instance-id unique?): %w", w.cfg.Group, w.cfg.InstanceID, fencedInstance)}
 		}
-		if err := w.syncPartitions(ctx, cl, p); err != nil {
+		if err := w.syncPartitions(ctx, cl, p, fetches); err != nil {
 			sess.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
@@ -427,7 +439,10 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			part := p.parts[fp.Partition]
 			if part == nil {
-				return // revoked while fetched; the transaction does not commit its offsets
+				if len(fp.Records) > 0 { // syncPartitions restored every fetched partition
+					panic(fmt.Sprintf("hotpath: records of partition %d without its state", fp.Partition))
+				}
+				return
 			}
 			for _, r := range fp.Records {
 				p.process(part, r)
@@ -514,7 +529,12 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 // syncPartitions applies assignment changes from the group callbacks: revoked
 // partitions are forgotten, newly assigned ones (and any forgotten after an
 // abort) are restored from the changelog before their records are processed.
-func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processor) error {
+//
+// A poll returns records only of partitions the group assigned (rebalances
+// are blocked from the poll until AllowRebalance), and the transaction commits
+// their offsets: a fetched partition must be processed, so one this worker has
+// no state for is restored too, never skipped.
+func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processor, fetches kgo.Fetches) error {
 	w.mu.Lock()
 	for id := range w.revoked {
 		p.drop(id)
@@ -522,6 +542,12 @@ func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processo
 		w.m.wmLag.DeleteLabelValues(strconv.Itoa(int(id)))
 	}
 	clear(w.revoked)
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 && !w.assigned[fp.Partition] {
+			w.log.Warn("records of a partition the assignment callback did not report; restoring it", "partition", fp.Partition)
+			w.assigned[fp.Partition] = true
+		}
+	})
 	var need []int32
 	for id := range w.assigned {
 		if p.parts[id] == nil {

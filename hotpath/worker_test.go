@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -74,17 +76,20 @@ type harness struct {
 	cfg    Config
 	topics kafkautil.Topics
 	cl     *kgo.Client
+	emb    *kafkautil.Embedded // nil against a real broker
 }
 
 func newHarness(t *testing.T, brokers []string, partitions int) *harness {
 	t.Helper()
 	kcfg := kafkautil.Config{Brokers: brokers, Partitions: partitions, ReplicationFactor: 1, DialTimeout: 10 * time.Second}
+	var emb *kafkautil.Embedded
 	if len(brokers) == 0 {
 		e, err := kafkautil.StartEmbedded(&kcfg, kafkautil.DefaultTopics)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(e.Close)
+		emb = e
 	}
 	p := testenv.Name("hp")
 	topics := kafkautil.Topics{Events: kafkautil.Stream(p + "-events"), Recs: kafkautil.Stream(p + "-recs"),
@@ -103,7 +108,7 @@ func newHarness(t *testing.T, brokers []string, partitions int) *harness {
 	cfg.Topics = topics
 	cfg.TxnTimeout = 5 * time.Second
 	cfg.SessionTimeout = 6 * time.Second
-	return &harness{t: t, kcfg: kcfg, cfg: cfg, topics: topics, cl: cl}
+	return &harness{t: t, kcfg: kcfg, cfg: cfg, topics: topics, cl: cl, emb: emb}
 }
 
 // startWorker runs a worker until the returned stop function is called.
@@ -164,6 +169,15 @@ func (h *harness) readUntil(topic kafkautil.Stream, timeout time.Duration, done 
 	for !done(got) {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
+			// The workers run in this process: their stacks say where they are stuck.
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			h.t.Logf("goroutines at the timeout:\n%s", stacks.String())
+			if h.emb != nil {
+				for _, pi := range h.emb.PartitionInfos(string(topic)) {
+					h.t.Logf("embedded %s[%d]: %+v", topic, pi.Partition, *pi)
+				}
+			}
 			h.t.Fatalf("reading %s: got %d records before timeout", topic, len(got))
 		}
 		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
@@ -442,5 +456,33 @@ func TestDuplicateInstanceIDIsFatal(t *testing.T) {
 			t.Fatal("two workers with one instance id ran side by side for 60 s")
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// TestJoinBeforeSessionSetup lets the group assign partitions before the
+// session has finished setting up (the client joins in the background as soon
+// as it exists; under CPU pressure the join can win). Every event must still
+// get its recommendation: a session that skipped records it had no state for
+// committed their offsets and lost them.
+func TestJoinBeforeSessionSetup(t *testing.T) {
+	h := newHarness(t, nil, 4)
+	testHookSessionClient = func(w *Worker) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !w.joined.Load() && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+	}
+	t.Cleanup(func() { testHookSessionClient = nil })
+	const n = 100
+	var all []*kgo.Record
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range n {
+		all = append(all, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%13), event.View, int64(1000+i%50), "c1", base+int64(i)))
+	}
+	h.produce(all...)
+	h.startWorker("a", randomModel(50, 8, 3))
+	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= n })
+	if len(recs) != n {
+		t.Fatalf("%d recommendations for %d events", len(recs), n)
 	}
 }
