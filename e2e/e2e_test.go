@@ -144,8 +144,8 @@ func (c *cluster) worker(t *testing.T, instance string, extra ...string) *proc {
 	return start(t, "hotpath-"+instance, args...)
 }
 
-// readAll reads topic read_committed up to its last stable offsets, as they are
-// once every worker has stopped.
+// readAll reads topic read_committed to its end, waiting for any transaction
+// still open there to commit or abort.
 func (c *cluster) readAll(t *testing.T, topic string) []*kgo.Record {
 	t.Helper()
 	return c.readTo(t, topic, kgo.ReadCommitted())
@@ -158,8 +158,7 @@ func (c *cluster) readUncommitted(t *testing.T, topic string) []*kgo.Record {
 	return c.readTo(t, topic, kgo.ReadUncommitted())
 }
 
-// readTo reads topic from the start with isolation up to where that isolation
-// ends: the last stable offsets (read_committed) or the high watermarks.
+// readTo reads topic from the start with isolation up to its high watermarks.
 func (c *cluster) readTo(t *testing.T, topic string, isolation kgo.IsolationLevel) []*kgo.Record {
 	t.Helper()
 	ctx := testenv.Context(t, 60*time.Second)
@@ -172,11 +171,12 @@ func (c *cluster) readTo(t *testing.T, topic string, isolation kgo.IsolationLeve
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	list := adm.ListCommittedOffsets
-	if isolation == kgo.ReadUncommitted() {
-		list = adm.ListEndOffsets
-	}
-	ends, err := list(ctx, topic)
+	// The high watermark for both isolation levels: read_committed passes it
+	// only once every transaction below it is resolved. The last stable
+	// offset can stop short: the broker writes a transaction's markers
+	// partition by partition, so a group's offsets may be committed while a
+	// partition still holds the transaction open.
+	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

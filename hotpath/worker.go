@@ -578,13 +578,19 @@ func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processo
 	return nil
 }
 
-// restore reads the changelog partitions from the start up to their last
-// stable offset, with read_committed isolation: only committed state counts.
+// restore reads the changelog partitions from the start to their high
+// watermark, with read_committed isolation: only committed state counts, and
+// every transaction below the watermark is resolved before the partition is
+// processed. Not to the last stable offset: the broker writes a transaction's
+// markers partition by partition, so the input offsets this worker was just
+// handed may already be committed while the changelog still holds the same
+// transaction open; an LSO listed then would leave that transaction's state
+// out while its inputs count as done.
 func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (map[int32]*partition, error) {
 	start := time.Now()
 	topic := string(w.cfg.Topics.Changelog)
 	adm := kadm.NewClient(base)
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("listing changelog offsets: %w", err)
 	}
@@ -631,7 +637,13 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 		}
 		defer rc.Close()
 		records := 0
+		waitLogged := false
 		for len(targets) > 0 {
+			if !waitLogged && time.Since(start) > 5*time.Second {
+				waitLogged = true
+				w.log.Info("restoring state: waiting for the changelog's open transactions to resolve (a previous owner's transaction ends with its commit, its fencing, or the broker's transaction timeout)",
+					"partitions", slices.Sorted(maps.Keys(targets)))
+			}
 			fs := rc.PollFetches(ctx)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -652,8 +664,9 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 					}
 					records++
 				}
-				// The record before the last stable offset is either data or a
-				// transaction marker; KeepControlRecords lets us see both.
+				// The last record below the watermark is data or a transaction
+				// marker; KeepControlRecords lets us see both. read_committed
+				// hands it over once its transaction is resolved.
 				if r.Offset >= t-1 {
 					delete(targets, r.Partition)
 				}

@@ -28,8 +28,8 @@ every event has an intended send time and latency counts from it, so a
 stalled system cannot hide behind a slowed-down generator. A read_committed
 reader of recommendations matches each recommendation to its click by
 event_id. After the last send it drains (until the hot path group has
-committed every input and the reader has read up to the last stable offset,
-at most --drain-timeout), then counts:
+committed every input and the reader has read to the end of the topic, every
+transaction in it resolved; at most --drain-timeout), then counts:
 
   missing      on-time clicks without a recommendation
   duplicates   recommendations beyond the first for one click

@@ -135,7 +135,7 @@ type GeneratorReport struct {
 
 // DrainReport describes the wait for the last recommendations.
 type DrainReport struct {
-	Complete bool    `json:"complete"` // the group committed every input and the reader read up to the last stable offset
+	Complete bool    `json:"complete"` // the group committed every input and the reader read to the end, every transaction resolved
 	TookMs   float64 `json:"took_ms"`
 	Detail   string  `json:"detail,omitempty"`
 }

@@ -162,8 +162,8 @@ func TestSecurityFlagsAndEnv(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(c.Opts("x")); got != 5 {
-		t.Fatalf("Opts returned %d options, want 5 (seeds, client id, dial timeout, SASL, TLS)", got)
+	if got := len(c.Opts("x")); got != 6 {
+		t.Fatalf("Opts returned %d options, want 6 (seeds, client id, dial timeout, metadata min age, SASL, TLS)", got)
 	}
 }
 
