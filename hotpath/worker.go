@@ -126,6 +126,10 @@ func (w *Worker) Run(ctx context.Context) error {
 // its Kafka client (which is joining the group in the background).
 var testHookSessionClient func(*Worker)
 
+// testHookRestoreListed, when set by a test, runs once a restore has listed
+// the changelog's offsets, before it reads.
+var testHookRestoreListed func()
+
 // fatalError ends Run: retrying cannot help.
 type fatalError struct{ err error }
 
@@ -597,6 +601,9 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("listing changelog start offsets: %w", err)
+	}
+	if testHookRestoreListed != nil {
+		testHookRestoreListed()
 	}
 	out := make(map[int32]*partition, len(ids))
 	restored := false

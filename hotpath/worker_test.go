@@ -486,3 +486,67 @@ func TestJoinBeforeSessionSetup(t *testing.T) {
 		t.Fatalf("%d recommendations for %d events", len(recs), n)
 	}
 }
+
+// TestRestoreWaitsForOpenTransactions restores state while another producer
+// holds a transaction open on the changelog, and commits that transaction
+// right after the restore listed the changelog's offsets: the restore must
+// include it. (The broker writes a transaction's markers partition by
+// partition; a restore that stopped at the last stable offset listed before
+// the changelog's marker lost the state of a transaction whose input offsets
+// were already committed.) The open transaction deletes a user's state, so
+// the user's next click is a cold start if, and only if, it was restored.
+func TestRestoreWaitsForOpenTransactions(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { restoreWaitsForOpenTransactions(t, nil) })
+	t.Run("kafka", func(t *testing.T) { restoreWaitsForOpenTransactions(t, testenv.KafkaBrokers(t)) })
+}
+
+func restoreWaitsForOpenTransactions(t *testing.T, brokers []string) {
+	h := newHarness(t, brokers, 1)
+	m := randomModel(50, 8, 4)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	stop := h.startWorker("a", m)
+	h.produce(click("e1", "zed", event.View, 1001, "c1", base), click("e2", "zed", event.View, 1002, "c1", base+1))
+	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 2 })
+	if o := decodeRec(t, recs[1]); o.Strategy != StrategyModel {
+		t.Fatalf("e2 with history: strategy %q, want %q", o.Strategy, StrategyModel)
+	}
+	stop()
+
+	other, err := kgo.NewClient(append(h.kcfg.Opts("other-producer"), kgo.TransactionalID(h.cfg.Group+"-other"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx := testenv.Context(t, 30*time.Second)
+	if err := other.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	tombstone := &kgo.Record{Topic: string(h.topics.Changelog), Partition: 0, Key: []byte("zed")}
+	if err := other.ProduceSync(ctx, tombstone).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	testHookRestoreListed = func() {
+		testHookRestoreListed = nil
+		committed <- other.EndTransaction(ctx, kgo.TryCommit)
+	}
+	t.Cleanup(func() { testHookRestoreListed = nil })
+	h.startWorker("b", m)
+	h.produce(click("e3", "zed", event.View, 99999, "c1", base+2)) // an item the model does not know: only history makes it "model"
+	recs = h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 3 })
+	if err := <-committed; err != nil {
+		t.Fatalf("committing the other transaction: %v", err)
+	}
+	if o := decodeRec(t, recs[2]); o.EventID != "e3" || o.Strategy == StrategyModel {
+		t.Fatalf("%s: strategy %q; the restore missed the transaction that deleted zed's state", o.EventID, o.Strategy)
+	}
+}
+
+func decodeRec(t *testing.T, r *kgo.Record) recOut {
+	t.Helper()
+	var o recOut
+	if err := json.Unmarshal(r.Value, &o); err != nil {
+		t.Fatalf("recommendation is not JSON: %v: %s", err, r.Value)
+	}
+	return o
+}
