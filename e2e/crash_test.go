@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/gen"
-	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/testenv"
 )
 
@@ -135,20 +134,7 @@ loop:
 	}
 
 	// The changelog's last value per user counts that user's clicks exactly once.
-	state := map[string]uint64{}
-	for _, rec := range c.readAll(t, string(c.topics.Changelog)) {
-		if rec.Value == nil {
-			delete(state, string(rec.Key))
-			continue
-		}
-		s, ok, err := hotpath.DecodeChangelog(rec.Key, rec.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok {
-			state[s.User] = s.Seq
-		}
-	}
+	state := c.changelogState(t)
 	for u, want := range sent.perUser {
 		if got := state[u]; got != uint64(want) {
 			t.Fatalf("user %s: state counts %d clicks, %d were sent", u, got, want)

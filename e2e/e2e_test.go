@@ -61,7 +61,13 @@ type proc struct {
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(clickrecBin, args...)
+	return startCmd(t, name, exec.Command(clickrecBin, args...), nil)
+}
+
+// startCmd starts cmd, logs its warnings and errors (every line with -v),
+// hands every line to onLine if set, and kills it when the test ends.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, onLine func(string)) *proc {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +80,11 @@ func start(t *testing.T, name string, args ...string) *proc {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if line := sc.Text(); strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || testing.Verbose() {
+			line := sc.Text()
+			if onLine != nil {
+				onLine(line)
+			}
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || testing.Verbose() {
 				t.Logf("[%s] %s", name, line)
 			}
 		}
@@ -134,14 +144,18 @@ func newCluster(t *testing.T, partitions int) *cluster {
 }
 
 func (c *cluster) worker(t *testing.T, instance string, extra ...string) *proc {
-	args := append([]string{"hotpath",
+	return start(t, "hotpath-"+instance, c.hotpathArgs(instance, extra...)...)
+}
+
+// hotpathArgs are the arguments a test worker runs `clickrec hotpath` with.
+func (c *cluster) hotpathArgs(instance string, extra ...string) []string {
+	return append([]string{"hotpath",
 		"--kafka-brokers", strings.Join(c.brokers, ","),
 		"--kafka-partitions", fmt.Sprint(c.kcfg.Partitions),
 		"--topic-prefix", c.prefix, "--group", c.group, "--instance-id", instance,
 		"--no-redis", "--http-addr", "127.0.0.1:0",
 		"--txn-timeout", "10s", "--session-timeout", "6s",
 	}, extra...)
-	return start(t, "hotpath-"+instance, args...)
 }
 
 // readAll reads topic read_committed to its end, waiting for any transaction

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"os"
@@ -189,31 +187,12 @@ func startInNetns(t *testing.T, ns *netns, name string, args ...string) *nsProc 
 	// ip netns exec enters the namespace and execs the command: the pid is
 	// clickrec's own, so signals reach it directly.
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name, clickrecBin}, args...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	p := &nsProc{proc: &proc{name: name, cmd: cmd, done: make(chan struct{})}}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			p.mu.Unlock()
-			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || testing.Verbose() {
-				t.Logf("[%s] %s", name, line)
-			}
-		}
-		io.Copy(io.Discard, out)
-		cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
+	p := &nsProc{}
+	p.proc = startCmd(t, name, cmd, func(line string) {
+		p.mu.Lock()
+		p.lines = append(p.lines, line)
+		p.mu.Unlock()
+	})
 	return p
 }
 
@@ -230,17 +209,6 @@ func (p *nsProc) exited() bool {
 	default:
 		return false
 	}
-}
-
-// hotpathArgs are the arguments c.worker runs `clickrec hotpath` with.
-func (c *cluster) hotpathArgs(instance string, extra ...string) []string {
-	return append([]string{"hotpath",
-		"--kafka-brokers", strings.Join(c.brokers, ","),
-		"--kafka-partitions", fmt.Sprint(c.kcfg.Partitions),
-		"--topic-prefix", c.prefix, "--group", c.group, "--instance-id", instance,
-		"--no-redis", "--http-addr", "127.0.0.1:0",
-		"--txn-timeout", "10s", "--session-timeout", "6s",
-	}, extra...)
 }
 
 // groupView is the hot path group as the coordinator sees it.
