@@ -23,6 +23,15 @@ type Model struct {
 	// with; the hot path computes Input.Weights with m.Weighting.Weights.
 	Weighting Weighting
 
+	// Retrieval (see retrieval.go); all zero for a model that scores the
+	// whole catalogue. Neighbors holds NumNeighbors entries per item, best
+	// first, padded with -1; Popular the most popular item indexes, best
+	// first; MaxCandidates bounds the candidates ranked per session.
+	NumNeighbors  int
+	Neighbors     []int32
+	Popular       []int32
+	MaxCandidates int
+
 	index map[int64]int32
 }
 

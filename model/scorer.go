@@ -19,6 +19,8 @@ import (
 type GoScorer struct {
 	m      *Model
 	k      int // latent dimension
+	cands  *Candidates
+	cbuf   []int32
 	u      []float32
 	chunk  []float32
 	heaps  []topK
@@ -36,7 +38,11 @@ func NewScorer(m *Model) (*GoScorer, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
-	return &GoScorer{m: m, k: m.K}, nil
+	s := &GoScorer{m: m, k: m.K}
+	if m.HasRetrieval() {
+		s.cands = NewCandidates(m)
+	}
+	return s, nil
 }
 
 // Check reports a model whose slices do not match its K and item count, or
@@ -62,7 +68,7 @@ func (m *Model) Check() error {
 			}
 		}
 	}
-	return nil
+	return m.checkRetrieval()
 }
 
 // Score implements Scorer.
@@ -107,7 +113,9 @@ func (s *GoScorer) Score(batch []Input, k int, out [][]Rec) error {
 		s.exPos[r] = 0
 		s.heaps[r].reset(min(k, n))
 	}
-	if k > 0 {
+	if k > 0 && s.cands != nil {
+		s.rankCandidates(batch)
+	} else if k > 0 {
 		s.chunk = growF(s.chunk, scoreChunk)
 		impl := blas32.Implementation()
 		for lo := 0; lo < n; lo += scoreChunk {
@@ -144,6 +152,29 @@ func (s *GoScorer) Score(batch []Input, k int, out [][]Rec) error {
 		out[r] = s.heaps[r].sorted(out[r][:0])
 	}
 	return nil
+}
+
+// rankCandidates fills the heaps of a model with retrieval: each session's
+// candidates (Candidates.Build) scored as u·Y[c] + Prior[c].
+func (s *GoScorer) rankCandidates(batch []Input) {
+	m, dim := s.m, s.k
+	for r := range batch {
+		s.cbuf = s.cands.Build(&batch[r], s.cbuf)
+		u := s.u[r*dim : r*dim+dim]
+		h := &s.heaps[r]
+		for _, c := range s.cbuf {
+			y := m.Factors[int(c)*dim : int(c)*dim+dim]
+			v := m.Prior[c]
+			for j, x := range y {
+				v += x * u[j]
+			}
+			if len(h.recs) < h.k {
+				h.push(Rec{Index: c, Score: v})
+			} else if worse(h.recs[0], Rec{Index: c, Score: v}) {
+				h.replaceTop(Rec{Index: c, Score: v})
+			}
+		}
+	}
 }
 
 // Close implements Scorer; a closed scorer refuses to score.

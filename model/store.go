@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// The binary model format ("clickrec model v1"), little-endian:
+// The binary model format, little-endian:
 //
 //	magic      [8]byte "CLKRMDL1"
 //	header     uint32 header length H, then H bytes of JSON (binHeader)
@@ -23,13 +23,16 @@ import (
 //	factors    N·K × float32 (Y, row-major)
 //	projection N·K × float32 (P, row-major)
 //	prior      N × float32
+//	neighbours N·M × int32 (format 2; M = header "neighbors", may be 0)
+//	popular    R × int32   (format 2; R = header "popular")
 //	checksum   [32]byte SHA-256 of everything before it
 //
+// Format 1 (no retrieval tables) is still read.
 // The JSON header keeps the small fields (version, K, N, weighting) readable
 // and extensible; the arrays are raw so a 50k×64 model loads in milliseconds.
 const (
 	binMagic     = "CLKRMDL1"
-	binFormat    = 1
+	binFormat    = 2
 	maxHeaderLen = 1 << 20
 )
 
@@ -39,6 +42,10 @@ type binHeader struct {
 	K         int       `json:"k"`
 	Items     int       `json:"items"`
 	Weighting Weighting `json:"weighting"`
+	// Format 2: retrieval.
+	Neighbors     int `json:"neighbors,omitempty"`
+	Popular       int `json:"popular,omitempty"`
+	MaxCandidates int `json:"max_candidates,omitempty"`
 }
 
 // ErrChecksum means the model bytes are corrupt or truncated.
@@ -49,12 +56,13 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
-	hdr, err := json.Marshal(binHeader{Format: binFormat, Version: m.Version, K: m.K, Items: m.NumItems(), Weighting: m.Weighting})
+	hdr, err := json.Marshal(binHeader{Format: binFormat, Version: m.Version, K: m.K, Items: m.NumItems(), Weighting: m.Weighting,
+		Neighbors: m.NumNeighbors, Popular: len(m.Popular), MaxCandidates: m.MaxCandidates})
 	if err != nil {
 		return nil, fmt.Errorf("model: header: %w", err)
 	}
 	n, k := m.NumItems(), m.K
-	size := len(binMagic) + 4 + len(hdr) + n*8 + 2*n*k*4 + n*4 + sha256.Size
+	size := len(binMagic) + 4 + len(hdr) + n*8 + 2*n*k*4 + n*4 + 4*(len(m.Neighbors)+len(m.Popular)) + sha256.Size
 	b := make([]byte, 0, size)
 	b = append(b, binMagic...)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(hdr)))
@@ -65,6 +73,11 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 	for _, s := range [][]float32{m.Factors, m.Projection, m.Prior} {
 		for _, v := range s {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	}
+	for _, s := range [][]int32{m.Neighbors, m.Popular} {
+		for _, v := range s {
+			b = binary.LittleEndian.AppendUint32(b, uint32(v))
 		}
 	}
 	sum := sha256.Sum256(b)
@@ -92,17 +105,18 @@ func (m *Model) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("model: header: %w", err)
 	}
 	p = p[hl:]
-	if h.Format != binFormat {
-		return fmt.Errorf("model: format %d, this build reads %d", h.Format, binFormat)
+	if h.Format < 1 || h.Format > binFormat {
+		return fmt.Errorf("model: format %d, this build reads 1 to %d", h.Format, binFormat)
 	}
 	n, k := h.Items, h.K
-	if n < 1 || k < 1 || n > math.MaxInt32 || k > 1<<16 {
-		return fmt.Errorf("model: bad shape %d×%d", n, k)
+	if n < 1 || k < 1 || n > math.MaxInt32 || k > 1<<16 || h.Neighbors < 0 || h.Neighbors > 1<<16 || h.Popular < 0 || h.Popular > n {
+		return fmt.Errorf("model: bad shape %d×%d (neighbours %d, popular %d)", n, k, h.Neighbors, h.Popular)
 	}
-	if want := n*8 + 2*n*k*4 + n*4; len(p) != want {
+	if want := n*8 + 2*n*k*4 + n*4 + 4*(n*h.Neighbors+h.Popular); len(p) != want {
 		return fmt.Errorf("model: %d bytes of arrays, want %d for %d×%d", len(p), want, n, k)
 	}
-	out := Model{Version: h.Version, K: k, Weighting: h.Weighting, ItemIDs: make([]int64, n)}
+	out := Model{Version: h.Version, K: k, Weighting: h.Weighting, ItemIDs: make([]int64, n),
+		NumNeighbors: h.Neighbors, MaxCandidates: h.MaxCandidates}
 	for i := range out.ItemIDs {
 		out.ItemIDs[i] = int64(binary.LittleEndian.Uint64(p[i*8:]))
 	}
@@ -118,6 +132,19 @@ func (m *Model) UnmarshalBinary(b []byte) error {
 	out.Factors = floats(n * k)
 	out.Projection = floats(n * k)
 	out.Prior = floats(n)
+	ints := func(cnt int) []int32 {
+		if cnt == 0 {
+			return nil
+		}
+		s := make([]int32, cnt)
+		for i := range s {
+			s[i] = int32(binary.LittleEndian.Uint32(p[i*4:]))
+		}
+		p = p[cnt*4:]
+		return s
+	}
+	out.Neighbors = ints(n * h.Neighbors)
+	out.Popular = ints(h.Popular)
 	if err := out.Check(); err != nil {
 		return err
 	}

@@ -65,6 +65,10 @@ type Config struct {
 	// the same settings and the chosen β.
 	Refit bool `json:"refit"`
 
+	// Retrieval configures the candidates a served session is ranked among
+	// (Retrieval.Neighbors = 0: rank the whole catalogue).
+	Retrieval RetrievalConfig `json:"retrieval"`
+
 	// Seed makes training deterministic; Workers bounds the parallelism
 	// (0: GOMAXPROCS). The result does not depend on Workers.
 	Seed    uint64 `json:"seed"`
@@ -102,6 +106,7 @@ func DefaultConfig() Config {
 		ValidCases:    4000,
 		PriorWeights:  []float64{0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1},
 		Refit:         true,
+		Retrieval:     DefaultRetrieval,
 		Seed:          1,
 	}
 }
@@ -154,7 +159,7 @@ func (c Config) Validate() error {
 	if err := c.Weighting.Validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.Retrieval.Validate()
 }
 
 // Report describes a training run.
@@ -255,6 +260,15 @@ func Train(ctx context.Context, sessions []Session, cfg Config, log *slog.Logger
 	m := &Model{K: cfg.Factors, ItemIDs: ids, Factors: fy, Projection: fp, Prior: make([]float32, len(ids)), Weighting: cfg.Weighting}
 	for i, n := range counts {
 		m.Prior[i] = float32(beta * math.Log1p(n))
+	}
+	if cfg.Retrieval.Neighbors > 0 {
+		tr := time.Now()
+		nr := nAll
+		if !cfg.Refit {
+			nr = nFit
+		}
+		buildRetrieval(m, c, nr, cfg.Retrieval, cfg.workers())
+		log.Info("retrieval built", "neighbors", cfg.Retrieval.Neighbors, "max_candidates", cfg.Retrieval.MaxCandidates, "took", time.Since(tr).Round(time.Millisecond))
 	}
 	rep.Seconds = time.Since(t0).Seconds()
 	log.Info("training done", "items", len(ids), "factors", cfg.Factors, "took", time.Since(t0).Round(time.Millisecond))

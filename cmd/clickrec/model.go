@@ -64,19 +64,23 @@ func (m *modelFlags) serving(version string, mdl *model.Model, onnxBytes []byte)
 		}
 		return &hotpath.Serving{Version: version, Model: mdl, Scorer: s}, nil
 	}
+	if len(onnxBytes) > 0 {
+		// A graph of the other contract (a registry version exported before
+		// the model had retrieval tables, or without them) is exported anew.
+		if md, err := onnx.ReadMetadata(onnxBytes); err == nil && (md.Format == onnx.FormatRank) != mdl.HasRetrieval() {
+			onnxBytes = nil
+		}
+	}
 	if len(onnxBytes) == 0 {
 		var err error
 		if onnxBytes, err = onnx.Export(mdl, onnx.ExportOptions{}); err != nil {
 			return nil, fmt.Errorf("exporting %s to ONNX: %w", version, err)
 		}
 	}
-	s, err := onnx.NewScorer(onnxBytes, onnx.ScorerOptions{LibraryPath: m.ortLib, IntraOpThreads: m.ortThreads})
+	// NewScorer checks that the graph was exported for this item table.
+	s, err := onnx.NewScorer(onnxBytes, onnx.ScorerOptions{LibraryPath: m.ortLib, IntraOpThreads: m.ortThreads, Model: mdl})
 	if err != nil {
 		return nil, fmt.Errorf("loading %s into ONNX Runtime: %w", version, err)
-	}
-	if got, want := s.Metadata().ItemIDsSHA256, onnx.ItemIDsHash(mdl.ItemIDs); got != want {
-		s.Close()
-		return nil, fmt.Errorf("model %s: the ONNX graph was exported for another item table (%s, model has %s)", version, got, want)
 	}
 	return &hotpath.Serving{Version: version, Model: mdl, Scorer: s}, nil
 }

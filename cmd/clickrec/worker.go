@@ -360,11 +360,7 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 	if f.evalScorer == "onnx" {
 		lib := f.ortLib
 		acts.NewScorer = func(mdl *model.Model) (model.Scorer, error) {
-			b, err := onnx.Export(mdl, onnx.ExportOptions{})
-			if err != nil {
-				return nil, err
-			}
-			return onnx.NewScorer(b, onnx.ScorerOptions{LibraryPath: lib})
+			return onnx.NewModelScorer(mdl, onnx.ScorerOptions{LibraryPath: lib})
 		}
 	} else {
 		acts.NewScorer = eval.GoScorer

@@ -32,6 +32,11 @@ const (
 	InputK       = "k"          // int64 [1]: how many items TopK returns
 	OutputScores = "top_scores" // float32 [B, k], best first
 	OutputItems  = "top_items"  // int64 [B, k], item indexes
+
+	// The candidate-ranking graph (FormatRank) takes candidates instead of
+	// exclusions.
+	InputCandidates = "candidates"     // int64 [B, C]: candidate item indexes, padded with 0
+	InputCandBias   = "candidate_bias" // float32 [B, C]: 0, or -inf on padding
 )
 
 const (
@@ -39,6 +44,13 @@ const (
 	producerName   = "clickrec"
 	graphName      = "clickrec_session_topk"
 	formatRevision = "session-foldin-topk/1" // bump when the graph's contract changes
+)
+
+// Graph contracts (Metadata.Format). FormatFull scores every item; FormatRank
+// ranks the candidates the caller passes (a model with retrieval).
+const (
+	FormatFull = formatRevision
+	FormatRank = "session-candidates-rank/2"
 )
 
 // Keys of the model's metadata_props.
@@ -49,6 +61,7 @@ const (
 	MetaNumItems      = "clickrec.num_items"       // catalogue size N
 	MetaMaxSessionLen = "clickrec.max_session_len" // L, the fixed second dimension of items/weights
 	MetaItemIDsSHA256 = "clickrec.item_ids_sha256" // ItemIDsHash(model.ItemIDs)
+	MetaMaxCandidates = "clickrec.max_candidates"  // FormatRank: model.MaxCandidates
 )
 
 // ExportOptions configure Export.
@@ -66,6 +79,7 @@ type Metadata struct {
 	NumItems      int
 	MaxSessionLen int
 	ItemIDsSHA256 string
+	MaxCandidates int // FormatRank only
 }
 
 // ItemIDsHash returns the hex SHA-256 of the item-id table (each id as 8
@@ -130,6 +144,9 @@ func Export(m *model.Model, opts ExportOptions) ([]byte, error) {
 	if l < 0 {
 		return nil, fmt.Errorf("onnx export: MaxSessionLen = %d, want > 0", l)
 	}
+	if m.HasRetrieval() {
+		return exportRank(m, l)
+	}
 	n, k := m.NumItems(), m.K
 
 	// Y transposed to [K, N], so that MatMul(u [B,K], Yt [K,N]) needs no Transpose.
@@ -190,12 +207,73 @@ func Export(m *model.Model, opts ExportOptions) ([]byte, error) {
 		MaxSessionLen: l,
 		ItemIDsSHA256: ItemIDsHash(m.ItemIDs),
 	}
+	return marshalModel(g, meta, "clickrec session recommender: fold-in of session items, dot product with item factors, popularity prior, exclusions, top-k")
+}
+
+// exportRank writes the candidate-ranking graph (FormatRank) of a model with
+// retrieval: the caller passes each session's candidates; the graph folds the
+// session in, gathers the candidates' rows and priors, scores them and returns
+// the top k as item indexes.
+func exportRank(m *model.Model, l int) ([]byte, error) {
+	n, k := m.NumItems(), m.K
+	g := &onnxpb.GraphProto{
+		Name: proto.String(graphName),
+		Input: []*onnxpb.ValueInfoProto{
+			tensorInfo(InputItems, onnxpb.TensorProto_INT64, "B", int64(l)),
+			tensorInfo(InputWeights, onnxpb.TensorProto_FLOAT, "B", int64(l)),
+			tensorInfo(InputCandidates, onnxpb.TensorProto_INT64, "B", "C"),
+			tensorInfo(InputCandBias, onnxpb.TensorProto_FLOAT, "B", "C"),
+			tensorInfo(InputK, onnxpb.TensorProto_INT64, int64(1)),
+		},
+		Output: []*onnxpb.ValueInfoProto{
+			tensorInfo(OutputScores, onnxpb.TensorProto_FLOAT, "B", "k"),
+			tensorInfo(OutputItems, onnxpb.TensorProto_INT64, "B", "k"),
+		},
+		Initializer: []*onnxpb.TensorProto{
+			floatTensor("P", m.Projection, int64(n), int64(k)),
+			floatTensor("Y", m.Factors, int64(n), int64(k)),
+			floatTensor("prior", m.Prior, int64(n)),
+			int64Tensor("axis1", []int64{1}, 1),
+			int64Tensor("axis2", []int64{2}, 1),
+		},
+		Node: []*onnxpb.NodeProto{
+			// Fold the session into a user vector: u = Σ_l w[l] · P[items[l]].
+			node("Gather", []string{"P", InputItems}, []string{"rows"}, intAttr("axis", 0)),         // [B,L,K]
+			node("Unsqueeze", []string{InputWeights, "axis2"}, []string{"w3"}),                      // [B,L,1]
+			node("Mul", []string{"rows", "w3"}, []string{"weighted"}),                               // [B,L,K]
+			node("ReduceSum", []string{"weighted", "axis1"}, []string{"u"}, intAttr("keepdims", 0)), // [B,K]
+			node("Unsqueeze", []string{"u", "axis2"}, []string{"u3"}),                               // [B,K,1]
+			// Score the candidates: Y[c]·u + prior[c] + bias (-inf on padding).
+			node("Gather", []string{"Y", InputCandidates}, []string{"cand_rows"}, intAttr("axis", 0)), // [B,C,K]
+			node("MatMul", []string{"cand_rows", "u3"}, []string{"dot3"}),                             // [B,C,1]
+			node("Squeeze", []string{"dot3", "axis2"}, []string{"dot"}),                               // [B,C]
+			node("Gather", []string{"prior", InputCandidates}, []string{"cand_prior"}, intAttr("axis", 0)),
+			node("Add", []string{"dot", "cand_prior"}, []string{"scored"}),
+			node("Add", []string{"scored", InputCandBias}, []string{"scores"}), // [B,C]
+			node("TopK", []string{"scores", InputK}, []string{OutputScores, "top_pos"},
+				intAttr("axis", 1), intAttr("largest", 1), intAttr("sorted", 1)), // [B,k]
+			node("GatherElements", []string{InputCandidates, "top_pos"}, []string{OutputItems}, intAttr("axis", 1)), // [B,k]
+		},
+	}
+	meta := Metadata{
+		Format:        FormatRank,
+		ModelVersion:  m.Version,
+		K:             k,
+		NumItems:      n,
+		MaxSessionLen: l,
+		ItemIDsSHA256: ItemIDsHash(m.ItemIDs),
+		MaxCandidates: m.MaxCandidates,
+	}
+	return marshalModel(g, meta, "clickrec session recommender: fold-in of session items, candidates ranked by dot product with item factors plus popularity prior, top-k")
+}
+
+func marshalModel(g *onnxpb.GraphProto, meta Metadata, doc string) ([]byte, error) {
 	mp := &onnxpb.ModelProto{
 		IrVersion:       proto.Int64(irVersion),
 		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(Opset)}},
 		ProducerName:    proto.String(producerName),
-		ProducerVersion: proto.String(formatRevision),
-		DocString:       proto.String("clickrec session recommender: fold-in of session items, dot product with item factors, popularity prior, exclusions, top-k"),
+		ProducerVersion: proto.String(meta.Format),
+		DocString:       proto.String(doc),
 		Graph:           g,
 		MetadataProps:   meta.props(),
 	}
@@ -214,6 +292,9 @@ func (md Metadata) props() []*onnxpb.StringStringEntryProto {
 		{MetaNumItems, strconv.Itoa(md.NumItems)},
 		{MetaMaxSessionLen, strconv.Itoa(md.MaxSessionLen)},
 		{MetaItemIDsSHA256, md.ItemIDsSHA256},
+	}
+	if md.Format == FormatRank {
+		kv = append(kv, [2]string{MetaMaxCandidates, strconv.Itoa(md.MaxCandidates)})
 	}
 	out := make([]*onnxpb.StringStringEntryProto, len(kv))
 	for i, p := range kv {
@@ -258,13 +339,21 @@ func ReadMetadata(modelBytes []byte) (Metadata, error) {
 		ModelVersion:  props[MetaModelVersion],
 		ItemIDsSHA256: props[MetaItemIDsSHA256],
 	}
-	if md.Format != formatRevision {
-		return Metadata{}, fmt.Errorf("onnx metadata: %s = %q, want %q (not a model written by this package's Export)", MetaFormat, md.Format, formatRevision)
-	}
-	for _, f := range []struct {
+	ints := []struct {
 		key string
 		dst *int
-	}{{MetaK, &md.K}, {MetaNumItems, &md.NumItems}, {MetaMaxSessionLen, &md.MaxSessionLen}} {
+	}{{MetaK, &md.K}, {MetaNumItems, &md.NumItems}, {MetaMaxSessionLen, &md.MaxSessionLen}}
+	switch md.Format {
+	case FormatFull:
+	case FormatRank:
+		ints = append(ints, struct {
+			key string
+			dst *int
+		}{MetaMaxCandidates, &md.MaxCandidates})
+	default:
+		return Metadata{}, fmt.Errorf("onnx metadata: %s = %q, want %q or %q (not a model written by this package's Export)", MetaFormat, md.Format, FormatFull, FormatRank)
+	}
+	for _, f := range ints {
 		v, err := strconv.Atoi(props[f.key])
 		if err != nil || v <= 0 {
 			return Metadata{}, fmt.Errorf("onnx metadata: %s = %q, want a positive integer", f.key, props[f.key])

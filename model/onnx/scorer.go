@@ -32,6 +32,10 @@ type ScorerOptions struct {
 	// run upwards, while ONNX Runtime's working memory grows with the batch
 	// (two [MaxBatch, N] float32 score matrices), so the default is 64.
 	MaxBatch int
+	// Model is the model the graph was exported from. A candidate-ranking
+	// graph (FormatRank) needs it: its retrieval tables build each session's
+	// candidates. Its item table must match the graph's (checked).
+	Model *model.Model
 }
 
 // Scorer scores sessions with ONNX Runtime, running a model written by Export.
@@ -42,11 +46,15 @@ type Scorer struct {
 	meta     Metadata
 	n, l     int
 	maxBatch int
+	rank     bool              // FormatRank: candidates in, no exclusions
+	cands    *model.Candidates // FormatRank
+	cbufs    [][]int32         // FormatRank: each session's candidates
 
 	// Backing buffers shared by all tensor views (one Run at a time).
 	items   []int64   // maxBatch × L
 	weights []float32 // maxBatch × L
-	excl    []int64   // maxBatch × largest exclusion bucket so far
+	excl    []int64   // maxBatch × largest exclusion (FormatRank: candidate) bucket so far
+	bias    []float32 // FormatRank: maxBatch × largest candidate bucket so far
 	scores  []float32 // maxBatch × largest k so far
 	top     []int64   // maxBatch × largest k so far
 	k       *ort.Tensor[int64]
@@ -61,7 +69,8 @@ type viewKey struct{ b, e, k int }
 type view struct {
 	items   *ort.Tensor[int64]
 	weights *ort.Tensor[float32]
-	excl    *ort.Tensor[int64]
+	excl    *ort.Tensor[int64]   // FormatRank: the candidates
+	bias    *ort.Tensor[float32] // FormatRank only
 	scores  *ort.Tensor[float32]
 	top     *ort.Tensor[int64]
 	bind    *ort.IoBinding // the tensors above (and k), bound once
@@ -99,6 +108,28 @@ func NewScorer(modelBytes []byte, opts ScorerOptions) (*Scorer, error) {
 		return nil, fmt.Errorf("onnx scorer: %w", err)
 	}
 
+	rank := meta.Format == FormatRank
+	if rank {
+		m := opts.Model
+		switch {
+		case m == nil:
+			return nil, errors.New("onnx scorer: a candidate-ranking graph needs ScorerOptions.Model (its retrieval tables)")
+		case !m.HasRetrieval():
+			return nil, errors.New("onnx scorer: a candidate-ranking graph needs a model with retrieval tables")
+		case m.MaxCandidates != meta.MaxCandidates:
+			return nil, fmt.Errorf("onnx scorer: the graph was exported for %d candidates, the model ranks %d", meta.MaxCandidates, m.MaxCandidates)
+		}
+	}
+	if m := opts.Model; m != nil {
+		if got, want := meta.ItemIDsSHA256, ItemIDsHash(m.ItemIDs); got != want {
+			return nil, fmt.Errorf("onnx scorer: the ONNX graph was exported for another item table (%s, model has %s)", got, want)
+		}
+	}
+	inputs := []string{InputItems, InputWeights, InputExclude, InputK}
+	if rank {
+		inputs = []string{InputItems, InputWeights, InputCandidates, InputCandBias, InputK}
+	}
+
 	so, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("onnx scorer: session options: %w", err)
@@ -114,8 +145,7 @@ func NewScorer(modelBytes []byte, opts ScorerOptions) (*Scorer, error) {
 			return nil, fmt.Errorf("onnx scorer: session options: %w", err)
 		}
 	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(modelBytes,
-		[]string{InputItems, InputWeights, InputExclude, InputK},
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(modelBytes, inputs,
 		[]string{OutputScores, OutputItems}, so)
 	if err != nil {
 		return nil, fmt.Errorf("onnx scorer: create session: %w", err)
@@ -129,6 +159,11 @@ func NewScorer(modelBytes []byte, opts ScorerOptions) (*Scorer, error) {
 		items:    make([]int64, opts.MaxBatch*meta.MaxSessionLen),
 		weights:  make([]float32, opts.MaxBatch*meta.MaxSessionLen),
 		views:    map[viewKey]*view{},
+		rank:     rank,
+	}
+	if rank {
+		s.cands = model.NewCandidates(opts.Model)
+		s.cbufs = make([][]int32, opts.MaxBatch)
 	}
 	if s.k, err = ort.NewTensor(ort.NewShape(1), []int64{0}); err != nil {
 		s.Close()
@@ -207,19 +242,37 @@ func (s *Scorer) check(batch []model.Input) error {
 	return nil
 }
 
+// candBucket is the granularity of the candidate dimension C: a batch's C is
+// its longest candidate list rounded up to it, so few shapes are ever bound.
+const candBucket = 64
+
 // run scores at most maxBatch sessions with one ONNX Runtime call.
 func (s *Scorer) run(batch []model.Input, k int, out [][]model.Rec) error {
 	b, l := len(batch), s.l
 	e := 1
-	for i := range batch {
-		e = max(e, len(batch[i].Exclude))
+	if s.rank {
+		c := k
+		for i := range batch {
+			s.cbufs[i] = s.cands.Build(&batch[i], s.cbufs[i])
+			c = max(c, len(s.cbufs[i]))
+		}
+		e = (c + candBucket - 1) / candBucket * candBucket
+	} else {
+		for i := range batch {
+			e = max(e, len(batch[i].Exclude))
+		}
+		e = 1 << bits.Len(uint(e-1)) // exclusion slots: next power of two
 	}
-	e = 1 << bits.Len(uint(e-1)) // exclusion slots: next power of two
 	v, err := s.view(b, e, k)
 	if err != nil {
 		return err
 	}
 	items, weights, excl := v.items.GetData(), v.weights.GetData(), v.excl.GetData()
+	var bias []float32
+	if s.rank {
+		bias = v.bias.GetData()
+	}
+	negInf := float32(math.Inf(-1))
 	for i := range batch {
 		in := &batch[i]
 		its, ws := in.Items, in.Weights
@@ -234,6 +287,18 @@ func (s *Scorer) run(batch []model.Input, k int, out [][]model.Rec) error {
 		clear(row[len(its):]) // padding: item 0 with weight 0
 		clear(wrow[len(its):])
 		erow := excl[i*e : (i+1)*e]
+		if s.rank {
+			brow := bias[i*e : (i+1)*e]
+			cs := s.cbufs[i]
+			for j, it := range cs {
+				erow[j] = int64(it)
+			}
+			clear(brow[:len(cs)])
+			for j := len(cs); j < e; j++ {
+				erow[j], brow[j] = 0, negInf
+			}
+			continue
+		}
 		for j, it := range in.Exclude {
 			erow[j] = int64(it)
 		}
@@ -246,7 +311,6 @@ func (s *Scorer) run(batch []model.Input, k int, out [][]model.Rec) error {
 		return fmt.Errorf("onnx scorer: run: %w", err)
 	}
 	scores, top := v.scores.GetData(), v.top.GetData()
-	negInf := float32(math.Inf(-1))
 	for i := range batch {
 		recs := out[i][:0]
 		for j := i * k; j < (i+1)*k; j++ {
@@ -272,6 +336,9 @@ func (s *Scorer) view(b, e, k int) (*view, error) {
 	}
 	if need := s.maxBatch * e; len(s.excl) < need {
 		s.excl = make([]int64, need) // views made earlier keep the old buffer
+		if s.rank {
+			s.bias = make([]float32, need)
+		}
 	}
 	if need := s.maxBatch * k; len(s.scores) < need {
 		s.scores = make([]float32, need)
@@ -283,7 +350,10 @@ func (s *Scorer) view(b, e, k int) (*view, error) {
 	bk := ort.NewShape(int64(b), int64(k))
 	if v.items, err = ort.NewTensor(bl, s.items); err == nil {
 		if v.weights, err = ort.NewTensor(bl, s.weights); err == nil {
-			if v.excl, err = ort.NewTensor(ort.NewShape(int64(b), int64(e)), s.excl); err == nil {
+			if v.excl, err = ort.NewTensor(ort.NewShape(int64(b), int64(e)), s.excl); err == nil && s.rank {
+				v.bias, err = ort.NewTensor(ort.NewShape(int64(b), int64(e)), s.bias)
+			}
+			if err == nil {
 				if v.scores, err = ort.NewTensor(bk, s.scores); err == nil {
 					v.top, err = ort.NewTensor(bk, s.top)
 				}
@@ -312,6 +382,15 @@ func (s *Scorer) bind(v *view) error {
 		name string
 		t    ort.Value
 	}{{InputItems, v.items}, {InputWeights, v.weights}, {InputExclude, v.excl}, {InputK, s.k}} {
+		if s.rank && in.name == InputExclude {
+			if err := v.bind.BindInput(InputCandidates, v.excl); err != nil {
+				return fmt.Errorf("bind %s: %w", InputCandidates, err)
+			}
+			if err := v.bind.BindInput(InputCandBias, v.bias); err != nil {
+				return fmt.Errorf("bind %s: %w", InputCandBias, err)
+			}
+			continue
+		}
 		if err := v.bind.BindInput(in.name, in.t); err != nil {
 			return fmt.Errorf("bind %s: %w", in.name, err)
 		}
@@ -345,6 +424,9 @@ func (v *view) destroy() {
 	if v.excl != nil {
 		v.excl.Destroy()
 	}
+	if v.bias != nil {
+		v.bias.Destroy()
+	}
 	if v.scores != nil {
 		v.scores.Destroy()
 	}
@@ -372,4 +454,15 @@ func (s *Scorer) Close() error {
 		return fmt.Errorf("onnx scorer: close: %w", err)
 	}
 	return nil
+}
+
+// NewModelScorer exports m (Export with default options) and loads the graph
+// with opts.Model = m: the scorer of a model without an exported graph at hand.
+func NewModelScorer(m *model.Model, opts ScorerOptions) (*Scorer, error) {
+	b, err := Export(m, ExportOptions{})
+	if err != nil {
+		return nil, err
+	}
+	opts.Model = m
+	return NewScorer(b, opts)
 }

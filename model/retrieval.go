@@ -1,0 +1,415 @@
+package model
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// Retrieval, then ranking. A model trained with retrieval carries, for every
+// item, its nearest neighbours by session co-occurrence (computed at training
+// time), and a short list of the most popular items. A session is ranked among
+// its candidates only: its own items (newest first), their neighbours and the
+// popular items, deduplicated and without excluded items, at most
+// MaxCandidates of them. Both scorers (pure Go and ONNX Runtime) rank the same
+// candidates, built by Candidates, so the cost of a click no longer grows with
+// the catalogue.
+
+// RetrievalConfig configures the candidate retrieval built at training time.
+type RetrievalConfig struct {
+	// Neighbors is the number of co-occurrence neighbours kept per item; 0
+	// trains a model without retrieval (every click scores the whole catalogue).
+	Neighbors int `json:"neighbors"`
+	// Window is how many positions apart two events of a session may be and
+	// still count as co-occurring; pairs are weighted 1/distance, and an item
+	// seen after another counts Forward times as much as one seen before it.
+	Window  int     `json:"window"`
+	Forward float64 `json:"forward"`
+	// Normalize divides a pair's weight by count(neighbour)^Normalize, so that
+	// merely popular items do not crowd every list (0: raw co-occurrence).
+	Normalize float64 `json:"normalize"`
+	// Embedding is the number of embedding neighbours computed per item: the
+	// items the model itself ranks highest after that item alone (P[i]·Y[j] +
+	// Prior[j]), interleaved with the co-occurrence neighbours (0: none). The
+	// search is exact over the EmbeddingPool most popular items (0: all).
+	Embedding     int `json:"embedding"`
+	EmbeddingPool int `json:"embedding_pool"`
+	// Popular is the number of most popular items added to every session's
+	// candidates (and the whole list of a session the model knows nothing of).
+	Popular int `json:"popular"`
+	// MaxCandidates bounds the candidates ranked per session.
+	MaxCandidates int `json:"max_candidates"`
+}
+
+// DefaultRetrieval is the retrieval DefaultConfig trains (chosen on the
+// Diginetica validation split; see Config).
+var DefaultRetrieval = RetrievalConfig{Neighbors: 100, Window: 5, Forward: 2, Normalize: 0.25, Popular: 32, MaxCandidates: 256}
+
+// Validate reports an unusable retrieval configuration.
+func (r RetrievalConfig) Validate() error {
+	switch {
+	case r.Neighbors < 0:
+		return fmt.Errorf("retrieval: neighbors %d must not be negative", r.Neighbors)
+	case r.Neighbors == 0:
+		return nil
+	case r.Window < 1:
+		return fmt.Errorf("retrieval: window %d must be positive", r.Window)
+	case !(r.Forward >= 0) || math.IsInf(r.Forward, 0):
+		return fmt.Errorf("retrieval: forward weight %v must be finite and not negative", r.Forward)
+	case !(r.Normalize >= 0 && r.Normalize <= 1):
+		return fmt.Errorf("retrieval: normalize %v must be in [0, 1]", r.Normalize)
+	case r.Embedding < 0 || r.EmbeddingPool < 0:
+		return fmt.Errorf("retrieval: embedding %d and embedding pool %d must not be negative", r.Embedding, r.EmbeddingPool)
+	case r.Popular < 0:
+		return fmt.Errorf("retrieval: popular %d must not be negative", r.Popular)
+	case r.MaxCandidates < 1:
+		return fmt.Errorf("retrieval: max candidates %d must be positive", r.MaxCandidates)
+	}
+	return nil
+}
+
+// HasRetrieval reports whether m ranks candidates (true) or the whole
+// catalogue (false: a model trained without neighbours, or before they
+// existed).
+func (m *Model) HasRetrieval() bool { return m.NumNeighbors > 0 }
+
+// Neighbours returns item i's neighbour row: best first, padded with -1.
+func (m *Model) Neighbours(i int32) []int32 {
+	k := m.NumNeighbors
+	return m.Neighbors[int(i)*k : int(i)*k+k]
+}
+
+// checkRetrieval reports retrieval tables that do not match the model.
+func (m *Model) checkRetrieval() error {
+	n := m.NumItems()
+	if m.NumNeighbors == 0 {
+		if len(m.Neighbors) != 0 || len(m.Popular) != 0 || m.MaxCandidates != 0 {
+			return errors.New("model: retrieval tables without NumNeighbors")
+		}
+		return nil
+	}
+	switch {
+	case m.NumNeighbors < 0:
+		return fmt.Errorf("model: %d neighbours per item", m.NumNeighbors)
+	case len(m.Neighbors) != n*m.NumNeighbors:
+		return fmt.Errorf("model: %d neighbour entries, want %d×%d", len(m.Neighbors), n, m.NumNeighbors)
+	case m.MaxCandidates < 1:
+		return fmt.Errorf("model: max candidates %d", m.MaxCandidates)
+	}
+	for i, v := range m.Neighbors {
+		if v < -1 || int(v) >= n {
+			return fmt.Errorf("model: neighbour entry %d = %d outside [-1, %d)", i, v, n)
+		}
+	}
+	for i, v := range m.Popular {
+		if v < 0 || int(v) >= n {
+			return fmt.Errorf("model: popular entry %d = %d outside [0, %d)", i, v, n)
+		}
+	}
+	return nil
+}
+
+// Candidates builds the candidate lists of a model with retrieval. It keeps
+// one stamp per item (4 bytes × NumItems), so deduplication costs O(1) per
+// candidate and nothing is allocated per session. Not safe for concurrent use.
+type Candidates struct {
+	m     *Model
+	stamp []uint32
+	cur   uint32
+}
+
+// NewCandidates returns a candidate builder for m (which must have retrieval).
+func NewCandidates(m *Model) *Candidates {
+	return &Candidates{m: m, stamp: make([]uint32, m.NumItems())}
+}
+
+// Build appends to dst[:0] the candidates of in, in order: the session's items
+// newest first, their neighbours (rank by rank: every item's best neighbour,
+// newest item first, then every item's second best, …), then the popular
+// items; never an excluded item and never one twice; at most MaxCandidates.
+// in's indexes must be in range (the scorers check before building).
+func (c *Candidates) Build(in *Input, dst []int32) []int32 {
+	m := c.m
+	dst = dst[:0]
+	c.cur++
+	if c.cur == 0 { // wrapped: old stamps could collide
+		clear(c.stamp)
+		c.cur = 1
+	}
+	cur, stamp, max := c.cur, c.stamp, m.MaxCandidates
+	for _, x := range in.Exclude {
+		stamp[x] = cur
+	}
+	items := in.Items
+	if mx := m.Weighting.MaxItems; mx > 0 && len(items) > mx {
+		items = items[len(items)-mx:]
+	}
+	for j := len(items) - 1; j >= 0 && len(dst) < max; j-- {
+		if it := items[j]; stamp[it] != cur {
+			stamp[it] = cur
+			dst = append(dst, it)
+		}
+	}
+	k := m.NumNeighbors
+	for r := 0; r < k && len(dst) < max; r++ {
+		more := false
+		for j := len(items) - 1; j >= 0; j-- {
+			nb := m.Neighbors[int(items[j])*k+r]
+			if nb < 0 {
+				continue
+			}
+			more = true
+			if stamp[nb] != cur {
+				stamp[nb] = cur
+				dst = append(dst, nb)
+				if len(dst) == max {
+					break
+				}
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	for _, p := range m.Popular {
+		if len(dst) == max {
+			break
+		}
+		if stamp[p] != cur {
+			stamp[p] = cur
+			dst = append(dst, p)
+		}
+	}
+	return dst
+}
+
+// buildRetrieval fills m's retrieval tables from the first n sessions of c.
+func buildRetrieval(m *Model, c *corpus, n int, cfg RetrievalConfig, workers int) {
+	if cfg.Neighbors == 0 {
+		return
+	}
+	m.NumNeighbors, m.MaxCandidates = cfg.Neighbors, cfg.MaxCandidates
+	m.Neighbors = cooccurrenceNeighbours(c, n, cfg, workers)
+	counts := countItems(c, n)
+	idx := make([]int32, len(counts))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		if r := cmp.Compare(counts[b], counts[a]); r != 0 {
+			return r
+		}
+		return cmp.Compare(a, b)
+	})
+	m.Popular = slices.Clone(idx[:min(cfg.Popular, len(idx))])
+	if cfg.Embedding > 0 {
+		pool := idx
+		if cfg.EmbeddingPool > 0 && cfg.EmbeddingPool < len(pool) {
+			pool = pool[:cfg.EmbeddingPool]
+		}
+		emb := embeddingNeighbours(m, pool, cfg.Embedding, workers)
+		m.Neighbors = interleave(m.Neighbors, cfg.Neighbors, emb, cfg.Embedding)
+	}
+}
+
+// interleave merges two neighbour tables row by row (a[0], b[0], a[1], b[1],
+// …), without repeats, into rows of ka entries padded with -1.
+func interleave(a []int32, ka int, b []int32, kb int) []int32 {
+	n := len(a) / ka
+	out := make([]int32, len(a))
+	row := make([]int32, 0, ka)
+	for i := range n {
+		ra, rb := a[i*ka:i*ka+ka], b[i*kb:i*kb+kb]
+		row = row[:0]
+		for r := 0; r < max(ka, kb) && len(row) < ka; r++ {
+			for _, v := range [2]int32{get(ra, r), get(rb, r)} {
+				if v >= 0 && len(row) < ka && !slices.Contains(row, v) {
+					row = append(row, v)
+				}
+			}
+		}
+		o := out[i*ka : i*ka+ka]
+		copy(o, row)
+		for r := len(row); r < ka; r++ {
+			o[r] = -1
+		}
+	}
+	return out
+}
+
+func get(s []int32, i int) int32 {
+	if i < len(s) {
+		return s[i]
+	}
+	return -1
+}
+
+// embeddingNeighbours returns, for every item i, the cnt items j of pool with
+// the highest P[i]·Y[j] + Prior[j] (j ≠ i), best first, padded with -1: what
+// the model ranks highest for a session of i alone. Blocks of items are
+// scored against the pool with one matrix product each, in parallel.
+func embeddingNeighbours(m *Model, pool []int32, cnt, workers int) []int32 {
+	n, k, h := m.NumItems(), m.K, len(pool)
+	yp := make([]float32, h*k)
+	prior := make([]float32, h)
+	for r, j := range pool {
+		copy(yp[r*k:r*k+k], m.Factors[int(j)*k:int(j)*k+k])
+		prior[r] = m.Prior[j]
+	}
+	out := make([]int32, n*cnt)
+	const block = 64
+	bufs := sync.Pool{New: func() any { s := make([]float32, block*h); return &s }}
+	parallelFor(n, block, workers, func(_, lo, hi int) {
+		sp := bufs.Get().(*[]float32)
+		defer bufs.Put(sp)
+		s := (*sp)[:(hi-lo)*h]
+		P := blas32.General{Rows: hi - lo, Cols: k, Stride: k, Data: m.Projection[lo*k : hi*k]}
+		Y := blas32.General{Rows: h, Cols: k, Stride: k, Data: yp}
+		S := blas32.General{Rows: hi - lo, Cols: h, Stride: h, Data: s}
+		blas32.Gemm(blas.NoTrans, blas.Trans, 1, P, Y, 0, S)
+		var heap topK
+		for i := lo; i < hi; i++ {
+			heap.reset(cnt)
+			for r, v := range s[(i-lo)*h : (i-lo+1)*h] {
+				j := pool[r]
+				if int(j) == i {
+					continue
+				}
+				rec := Rec{Index: j, Score: v + prior[r]}
+				if len(heap.recs) < heap.k {
+					heap.push(rec)
+				} else if worse(heap.recs[0], rec) {
+					heap.replaceTop(rec)
+				}
+			}
+			recs := heap.sorted(nil)
+			row := out[i*cnt : i*cnt+cnt]
+			for r := range row {
+				row[r] = -1
+				if r < len(recs) {
+					row[r] = recs[r].Index
+				}
+			}
+		}
+	})
+	return out
+}
+
+// cooccurrenceNeighbours returns, for every item, the cfg.Neighbors items that
+// co-occur with it most in the first n sessions of c (within cfg.Window
+// positions, weighted 1/distance, forward pairs ×cfg.Forward, divided by the
+// neighbour's count^cfg.Normalize), best first, padded with -1. Items are
+// processed in parallel through an item → occurrences index; the result does
+// not depend on the number of workers.
+func cooccurrenceNeighbours(c *corpus, n int, cfg RetrievalConfig, workers int) []int32 {
+	nItems := len(c.itemIDs)
+	end := int(c.offsets[n])
+	// Occurrences of each item: positions into c.items, with their session.
+	occStart := make([]int32, nItems+1)
+	for _, it := range c.items[:end] {
+		occStart[it+1]++
+	}
+	for i := range nItems {
+		occStart[i+1] += occStart[i]
+	}
+	occ := make([]int32, end)  // position
+	sess := make([]int32, end) // session of that position
+	fill := slices.Clone(occStart[:nItems])
+	for s := 0; s < n; s++ {
+		for p := c.offsets[s]; p < c.offsets[s+1]; p++ {
+			it := c.items[p]
+			occ[fill[it]], sess[fill[it]] = p, int32(s)
+			fill[it]++
+		}
+	}
+	norm := make([]float32, nItems)
+	for i := range nItems {
+		norm[i] = float32(math.Pow(float64(occStart[i+1]-occStart[i]), -cfg.Normalize))
+	}
+	k := cfg.Neighbors
+	out := make([]int32, nItems*k)
+	for i := range out {
+		out[i] = -1
+	}
+	type scoredItem struct {
+		idx   int32
+		score float32
+	}
+	win, fwd := int32(cfg.Window), float32(cfg.Forward)
+	parallelFor(nItems, 256, workers, func(_, lo, hi int) {
+		acc := make([]float32, nItems)
+		var touched []int32
+		var cand []scoredItem
+		for i := lo; i < hi; i++ {
+			touched = touched[:0]
+			for o := occStart[i]; o < occStart[i+1]; o++ {
+				p, s := occ[o], sess[o]
+				from, to := max(c.offsets[s], p-win), min(c.offsets[s+1], p+win+1)
+				for q := from; q < to; q++ {
+					j := c.items[q]
+					if j == int32(i) {
+						continue
+					}
+					w := float32(1)
+					d := q - p
+					if d < 0 {
+						d = -d
+					} else {
+						w = fwd
+					}
+					if w == 0 {
+						continue
+					}
+					w /= float32(d)
+					if acc[j] == 0 {
+						touched = append(touched, j)
+					}
+					acc[j] += w
+				}
+			}
+			cand = cand[:0]
+			for _, j := range touched {
+				if acc[j] > 0 {
+					cand = append(cand, scoredItem{j, acc[j] * norm[j]})
+				}
+				acc[j] = 0
+			}
+			slices.SortFunc(cand, func(a, b scoredItem) int {
+				if r := cmp.Compare(b.score, a.score); r != 0 {
+					return r
+				}
+				return cmp.Compare(a.idx, b.idx)
+			})
+			row := out[i*k : i*k+k]
+			for r, cd := range cand[:min(k, len(cand))] {
+				row[r] = cd.idx
+			}
+		}
+	})
+	return out
+}
+
+// AddRetrieval (re)builds m's retrieval tables from sessions, with items m does
+// not know dropped; it gives a model trained without retrieval, or with another
+// configuration, the candidates cfg describes.
+func AddRetrieval(m *Model, sessions []Session, cfg RetrievalConfig, workers int) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Neighbors == 0 {
+		m.NumNeighbors, m.Neighbors, m.Popular, m.MaxCandidates = 0, nil, nil, 0
+		return nil
+	}
+	c := newCorpus(sessions, m.ItemIDs)
+	if c.numSessions() == 0 {
+		return errors.New("retrieval: no session has an item the model knows")
+	}
+	buildRetrieval(m, c, c.numSessions(), cfg, workers)
+	return nil
+}
