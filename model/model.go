@@ -31,6 +31,9 @@ type Model struct {
 	Neighbors     []int32
 	Popular       []int32
 	MaxCandidates int
+	// NeighborWeight weighs a candidate's neighbourhood score (see
+	// Candidates.Build) in its ranking score; 0 ranks by the factors alone.
+	NeighborWeight float32
 
 	index map[int64]int32
 }

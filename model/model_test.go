@@ -153,6 +153,12 @@ func TestTrainLearnsNextItem(t *testing.T) {
 		if rep.Validation["hr@10"] < 0.9 {
 			t.Errorf("tied=%v: validation %v, want HR@10 ≥ 0.9 on a deterministic sequence", tied, rep.Validation)
 		}
+		// Served with retrieval: the next item is a co-occurrence neighbour,
+		// and the neighbour weight was chosen from the grid on validation.
+		if !m.HasRetrieval() || rep.ValidationRetrieval["hr@10"] < 0.9 || !slices.Contains(cfg.Retrieval.NeighborWeights, rep.NeighborWeight) ||
+			float64(m.NeighborWeight) != rep.NeighborWeight {
+			t.Errorf("tied=%v: retrieval %v, validation %v, neighbour weight %v (model %v)", tied, m.HasRetrieval(), rep.ValidationRetrieval, rep.NeighborWeight, m.NeighborWeight)
+		}
 		sc, err := NewScorer(m)
 		if err != nil {
 			t.Fatal(err)

@@ -45,11 +45,25 @@ type RetrievalConfig struct {
 	Popular int `json:"popular"`
 	// MaxCandidates bounds the candidates ranked per session.
 	MaxCandidates int `json:"max_candidates"`
+	// NeighborWeights is the grid of Model.NeighborWeight to choose from on
+	// the validation split (without one, the first value is taken).
+	NeighborWeights []float64 `json:"neighbor_weights"`
 }
 
 // DefaultRetrieval is the retrieval DefaultConfig trains (chosen on the
 // Diginetica validation split; see Config).
-var DefaultRetrieval = RetrievalConfig{Neighbors: 100, Window: 5, Forward: 2, Normalize: 0.25, Popular: 32, MaxCandidates: 256}
+//
+// On the last 10% of the Diginetica training sessions (23,176 next-item cases,
+// a model fitted on the first 90%), ranking the whole catalogue scores HR@20
+// 0.5164, MRR@20 0.1818. Ranking candidates: 100 co-occurrence neighbours
+// (window 5) 0.5149 / 0.1821, candidate recall 0.75; window 10 0.5156 /
+// 0.1821; 50 + 25 embedding neighbours 0.5170 / 0.1819
+// (recall 0.74); 100 + 50 0.5165 / 0.1818 (recall 0.81); 64 + 32 with
+// neighbour weight 0.5: 0.5182 / 0.1825; the weight at 1, 2, 4: HR@20 up to
+// 0.520, MRR@20 down to 0.161. An embedding pool of the 20,000 most popular
+// items instead of all 43,097: 0.5169 / 0.1827.
+var DefaultRetrieval = RetrievalConfig{Neighbors: 64, Embedding: 32, EmbeddingPool: 20_000, Window: 5, Forward: 2, Normalize: 0.25,
+	Popular: 32, MaxCandidates: 256, NeighborWeights: []float64{0, 0.25, 0.5, 1}}
 
 // Validate reports an unusable retrieval configuration.
 func (r RetrievalConfig) Validate() error {
@@ -71,6 +85,11 @@ func (r RetrievalConfig) Validate() error {
 	case r.MaxCandidates < 1:
 		return fmt.Errorf("retrieval: max candidates %d must be positive", r.MaxCandidates)
 	}
+	for _, g := range r.NeighborWeights {
+		if !(g >= 0) || math.IsInf(g, 0) {
+			return fmt.Errorf("retrieval: neighbour weight %v must be finite and not negative", g)
+		}
+	}
 	return nil
 }
 
@@ -89,7 +108,7 @@ func (m *Model) Neighbours(i int32) []int32 {
 func (m *Model) checkRetrieval() error {
 	n := m.NumItems()
 	if m.NumNeighbors == 0 {
-		if len(m.Neighbors) != 0 || len(m.Popular) != 0 || m.MaxCandidates != 0 {
+		if len(m.Neighbors) != 0 || len(m.Popular) != 0 || m.MaxCandidates != 0 || m.NeighborWeight != 0 {
 			return errors.New("model: retrieval tables without NumNeighbors")
 		}
 		return nil
@@ -101,6 +120,8 @@ func (m *Model) checkRetrieval() error {
 		return fmt.Errorf("model: %d neighbour entries, want %d×%d", len(m.Neighbors), n, m.NumNeighbors)
 	case m.MaxCandidates < 1:
 		return fmt.Errorf("model: max candidates %d", m.MaxCandidates)
+	case !(m.NeighborWeight >= 0) || math.IsInf(float64(m.NeighborWeight), 0):
+		return fmt.Errorf("model: neighbour weight %v", m.NeighborWeight)
 	}
 	for i, v := range m.Neighbors {
 		if v < -1 || int(v) >= n {
@@ -116,61 +137,81 @@ func (m *Model) checkRetrieval() error {
 }
 
 // Candidates builds the candidate lists of a model with retrieval. It keeps
-// one stamp per item (4 bytes × NumItems), so deduplication costs O(1) per
+// a stamp and a position per item (8 bytes × NumItems), so deduplication costs O(1) per
 // candidate and nothing is allocated per session. Not safe for concurrent use.
 type Candidates struct {
 	m     *Model
-	stamp []uint32
+	stamp []uint32 // stamp[i] == cur: item i is a candidate or excluded in this build
+	pos   []int32  // its position in the candidate list, -1 if excluded
 	cur   uint32
 }
 
 // NewCandidates returns a candidate builder for m (which must have retrieval).
 func NewCandidates(m *Model) *Candidates {
-	return &Candidates{m: m, stamp: make([]uint32, m.NumItems())}
+	return &Candidates{m: m, stamp: make([]uint32, m.NumItems()), pos: make([]int32, m.NumItems())}
 }
 
-// Build appends to dst[:0] the candidates of in, in order: the session's items
-// newest first, their neighbours (rank by rank: every item's best neighbour,
-// newest item first, then every item's second best, …), then the popular
-// items; never an excluded item and never one twice; at most MaxCandidates.
-// in's indexes must be in range (the scorers check before building).
-func (c *Candidates) Build(in *Input, dst []int32) []int32 {
+// Build appends to dst[:0] the candidates of in, and to bias[:0] each one's
+// neighbourhood score, in order: the session's items newest first, their
+// neighbours (rank by rank: every item's best neighbour, newest item first,
+// then every item's second best, …), then the popular items; never an
+// excluded item and never one twice; at most MaxCandidates. A candidate's
+// neighbourhood score is NeighborWeight · Σ_j w_j / (1 + rank of the candidate
+// in session item j's neighbour list): how strongly the session's own items
+// point at it. in's indexes must be in range (the scorers check before
+// building).
+func (c *Candidates) Build(in *Input, dst []int32, bias []float32) ([]int32, []float32) {
 	m := c.m
-	dst = dst[:0]
+	dst, bias = dst[:0], bias[:0]
 	c.cur++
 	if c.cur == 0 { // wrapped: old stamps could collide
 		clear(c.stamp)
 		c.cur = 1
 	}
-	cur, stamp, max := c.cur, c.stamp, m.MaxCandidates
+	cur, stamp, pos, max := c.cur, c.stamp, c.pos, m.MaxCandidates
 	for _, x := range in.Exclude {
-		stamp[x] = cur
+		stamp[x], pos[x] = cur, -1
 	}
-	items := in.Items
+	items, weights := in.Items, in.Weights
 	if mx := m.Weighting.MaxItems; mx > 0 && len(items) > mx {
 		items = items[len(items)-mx:]
+		if len(weights) > mx {
+			weights = weights[len(weights)-mx:]
+		}
 	}
 	for j := len(items) - 1; j >= 0 && len(dst) < max; j-- {
 		if it := items[j]; stamp[it] != cur {
-			stamp[it] = cur
+			stamp[it], pos[it] = cur, int32(len(dst))
 			dst = append(dst, it)
+			bias = append(bias, 0)
 		}
 	}
-	k := m.NumNeighbors
-	for r := 0; r < k && len(dst) < max; r++ {
+	k, gamma := m.NumNeighbors, m.NeighborWeight
+	for r := 0; r < k; r++ {
+		if gamma == 0 && len(dst) == max {
+			break
+		}
 		more := false
+		f := gamma / float32(r+1)
 		for j := len(items) - 1; j >= 0; j-- {
 			nb := m.Neighbors[int(items[j])*k+r]
 			if nb < 0 {
 				continue
 			}
 			more = true
-			if stamp[nb] != cur {
-				stamp[nb] = cur
-				dst = append(dst, nb)
-				if len(dst) == max {
-					break
+			w := f
+			if j < len(weights) {
+				w *= weights[j]
+			}
+			switch {
+			case stamp[nb] == cur:
+				if p := pos[nb]; p >= 0 {
+					bias[p] += w
 				}
+			case len(dst) < max:
+				stamp[nb], pos[nb] = cur, int32(len(dst))
+				dst = append(dst, nb)
+				bias = append(bias, w)
 			}
 		}
 		if !more {
@@ -184,9 +225,10 @@ func (c *Candidates) Build(in *Input, dst []int32) []int32 {
 		if stamp[p] != cur {
 			stamp[p] = cur
 			dst = append(dst, p)
+			bias = append(bias, 0)
 		}
 	}
-	return dst
+	return dst, bias
 }
 
 // buildRetrieval fills m's retrieval tables from the first n sessions of c.
@@ -195,6 +237,10 @@ func buildRetrieval(m *Model, c *corpus, n int, cfg RetrievalConfig, workers int
 		return
 	}
 	m.NumNeighbors, m.MaxCandidates = cfg.Neighbors, cfg.MaxCandidates
+	m.NeighborWeight = 0
+	if len(cfg.NeighborWeights) > 0 {
+		m.NeighborWeight = float32(cfg.NeighborWeights[0])
+	}
 	m.Neighbors = cooccurrenceNeighbours(c, n, cfg, workers)
 	counts := countItems(c, n)
 	idx := make([]int32, len(counts))

@@ -40,22 +40,22 @@ func TestCandidatesOrder(t *testing.T) {
 		{"excluded never appear", Input{Items: []int32{0, 4}, Exclude: []int32{8, 2, 4}}, []int32{0, 1, 3, 9}},
 		{"a repeated item once", Input{Items: []int32{1, 1, 0}}, []int32{0, 1, 2, 4, 3, 9, 8}},
 	} {
-		got := c.Build(&tc.in, nil)
+		got, _ := c.Build(&tc.in, nil, nil)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: candidates %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	// The cap holds, and the stamps of one build do not leak into the next.
 	m.MaxCandidates = 3
-	if got := c.Build(&Input{Items: []int32{0, 4}}, nil); !slices.Equal(got, []int32{4, 0, 8}) {
+	if got, _ := c.Build(&Input{Items: []int32{0, 4}}, nil, nil); !slices.Equal(got, []int32{4, 0, 8}) {
 		t.Errorf("capped: %v, want [4 0 8]", got)
 	}
-	if got := c.Build(&Input{Items: []int32{0, 4}}, nil); !slices.Equal(got, []int32{4, 0, 8}) {
+	if got, _ := c.Build(&Input{Items: []int32{0, 4}}, nil, nil); !slices.Equal(got, []int32{4, 0, 8}) {
 		t.Errorf("capped, built again: %v, want [4 0 8]", got)
 	}
 	// Only the newest Weighting.MaxItems items count.
 	m.MaxCandidates, m.Weighting.MaxItems = 100, 1
-	if got := c.Build(&Input{Items: []int32{0, 4}}, nil); !slices.Equal(got, []int32{4, 8, 1, 9, 0}) {
+	if got, _ := c.Build(&Input{Items: []int32{0, 4}}, nil, nil); !slices.Equal(got, []int32{4, 8, 1, 9, 0}) {
 		t.Errorf("MaxItems 1: %v, want [4 8 1 9 0]", got)
 	}
 }
@@ -148,7 +148,7 @@ func TestGoScorerRanksCandidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := Input{Items: []int32{0, 4}, Weights: []float32{0.5, 1}, Exclude: []int32{8}}
-	cands := NewCandidates(m).Build(&in, nil) // 4 0 1 2 3
+	cands, _ := NewCandidates(m).Build(&in, nil, nil) // 4 0 1 2 3
 	out := make([][]Rec, 1)
 	if err := s.Score([]Input{in}, 10, out); err != nil {
 		t.Fatal(err)

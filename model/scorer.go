@@ -21,6 +21,7 @@ type GoScorer struct {
 	k      int // latent dimension
 	cands  *Candidates
 	cbuf   []int32
+	bbuf   []float32
 	u      []float32
 	chunk  []float32
 	heaps  []topK
@@ -155,16 +156,17 @@ func (s *GoScorer) Score(batch []Input, k int, out [][]Rec) error {
 }
 
 // rankCandidates fills the heaps of a model with retrieval: each session's
-// candidates (Candidates.Build) scored as u·Y[c] + Prior[c].
+// candidates (Candidates.Build) scored as u·Y[c] + Prior[c] + their
+// neighbourhood score.
 func (s *GoScorer) rankCandidates(batch []Input) {
 	m, dim := s.m, s.k
 	for r := range batch {
-		s.cbuf = s.cands.Build(&batch[r], s.cbuf)
+		s.cbuf, s.bbuf = s.cands.Build(&batch[r], s.cbuf, s.bbuf)
 		u := s.u[r*dim : r*dim+dim]
 		h := &s.heaps[r]
-		for _, c := range s.cbuf {
+		for i, c := range s.cbuf {
 			y := m.Factors[int(c)*dim : int(c)*dim+dim]
-			v := m.Prior[c]
+			v := m.Prior[c] + s.bbuf[i]
 			for j, x := range y {
 				v += x * u[j]
 			}

@@ -173,6 +173,10 @@ type Report struct {
 	Epochs []EpochStats `json:"epochs,omitempty"`
 	// PriorWeight is the chosen β of Prior = β·log(1 + count).
 	PriorWeight float64 `json:"prior_weight"`
+	// NeighborWeight is the chosen Model.NeighborWeight; ValidationRetrieval
+	// the served model (candidates ranked) on the validation cases with it.
+	NeighborWeight      float64            `json:"neighbor_weight,omitempty"`
+	ValidationRetrieval map[string]float64 `json:"validation_retrieval,omitempty"`
 	// ValidationALS is the plain ALS fold-in on the validation cases (with its
 	// own best β), for comparison; Validation is the final model's.
 	ValidationALS map[string]float64 `json:"validation_als,omitempty"`
@@ -244,6 +248,23 @@ func Train(ctx context.Context, sessions []Session, cfg Config, log *slog.Logger
 		rep.Validation = res[bi].asMap()
 		log.Info("validation", "prior_weight", beta, "hr@20", res[bi].hr20, "mrr@20", res[bi].mrr20, "cases", rep.ValidCases)
 	}
+	gamma := -1.0
+	if val != nil && cfg.Retrieval.Neighbors > 0 && len(cfg.Retrieval.NeighborWeights) > 1 {
+		// Choose the neighbour weight on the validation split, ranking
+		// candidates built from the fit sessions only.
+		mf := serveModel(f, c, nFit, cfg, beta)
+		buildRetrieval(mf, c, nFit, cfg.Retrieval, cfg.workers())
+		best := -1.0
+		for _, g := range cfg.Retrieval.NeighborWeights {
+			mf.NeighborWeight = float32(g)
+			r := val.evalServed(mf)
+			log.Info("validation (retrieval)", "neighbor_weight", g, "hr@20", r.hr20, "mrr@20", r.mrr20)
+			if r.hr20+r.mrr20 > best {
+				best, gamma = r.hr20+r.mrr20, g
+				rep.NeighborWeight, rep.ValidationRetrieval = g, r.asMap()
+			}
+		}
+	}
 	if cfg.Refit && nFit < nAll {
 		log.Info("refit on all sessions", "sessions", nAll)
 		f, alsLoss, _, err = fit(ctx, c, nAll, cfg, nil, nil, log)
@@ -252,27 +273,34 @@ func Train(ctx context.Context, sessions []Session, cfg Config, log *slog.Logger
 		}
 		rep.ALSLoss = alsLoss
 	}
-	counts := countItems(c, nAll)
+	nServe := nAll
 	if !cfg.Refit {
-		counts = countItems(c, nFit)
+		nServe = nFit
 	}
-	fp, fy := f.serving()
-	m := &Model{K: cfg.Factors, ItemIDs: ids, Factors: fy, Projection: fp, Prior: make([]float32, len(ids)), Weighting: cfg.Weighting}
-	for i, n := range counts {
-		m.Prior[i] = float32(beta * math.Log1p(n))
-	}
+	m := serveModel(f, c, nServe, cfg, beta)
 	if cfg.Retrieval.Neighbors > 0 {
 		tr := time.Now()
-		nr := nAll
-		if !cfg.Refit {
-			nr = nFit
+		buildRetrieval(m, c, nServe, cfg.Retrieval, cfg.workers())
+		if gamma >= 0 {
+			m.NeighborWeight = float32(gamma)
 		}
-		buildRetrieval(m, c, nr, cfg.Retrieval, cfg.workers())
-		log.Info("retrieval built", "neighbors", cfg.Retrieval.Neighbors, "max_candidates", cfg.Retrieval.MaxCandidates, "took", time.Since(tr).Round(time.Millisecond))
+		log.Info("retrieval built", "neighbors", cfg.Retrieval.Neighbors, "embedding", cfg.Retrieval.Embedding,
+			"max_candidates", cfg.Retrieval.MaxCandidates, "neighbor_weight", m.NeighborWeight, "took", time.Since(tr).Round(time.Millisecond))
 	}
 	rep.Seconds = time.Since(t0).Seconds()
 	log.Info("training done", "items", len(ids), "factors", cfg.Factors, "took", time.Since(t0).Round(time.Millisecond))
 	return m, rep, nil
+}
+
+// serveModel is the model served from factors f: prior β·log(1 + count) over
+// the first n sessions of c.
+func serveModel(f *factors, c *corpus, n int, cfg Config, beta float64) *Model {
+	fp, fy := f.serving()
+	m := &Model{K: cfg.Factors, ItemIDs: c.itemIDs, Factors: fy, Projection: fp, Prior: make([]float32, len(c.itemIDs)), Weighting: cfg.Weighting}
+	for i, cnt := range countItems(c, n) {
+		m.Prior[i] = float32(beta * math.Log1p(cnt))
+	}
+	return m
 }
 
 func countItems(c *corpus, sessions int) []float64 {
@@ -438,6 +466,69 @@ func bestBeta(res []valMetrics) int {
 		}
 	}
 	return best
+}
+
+// evalServed scores every case with the pure-Go scorer, as the hot path
+// serves m (with retrieval: among the session's candidates), and returns the
+// metrics of the target's rank in the top 20.
+func (v *validator) evalServed(m *Model) valMetrics {
+	nc := len(v.ex.pos)
+	const block = 64
+	nb := (nc + block - 1) / block
+	ranks := make([]int32, nc)
+	parallelFor(nb, 1, v.workers, func(_, lo, hi int) {
+		s, err := NewScorer(m)
+		if err != nil {
+			panic(err) // m was built here and is valid
+		}
+		in := make([]Input, block)
+		out := make([][]Rec, block)
+		for b := lo; b < hi; b++ {
+			first, last := b*block, min((b+1)*block, nc)
+			for r := first; r < last; r++ {
+				st, pos := v.ex.start[r], v.ex.pos[r]
+				x := &in[r-first]
+				x.Items = v.c.items[st:pos]
+				if v.c.types == nil {
+					x.Weights = v.w.ViewWeights(int(pos-st), x.Weights)
+				} else {
+					x.Weights = v.w.Weights(v.c.types[st:pos], x.Weights)
+				}
+			}
+			if err := s.Score(in[:last-first], 20, out[:last-first]); err != nil {
+				panic(err)
+			}
+			for r := first; r < last; r++ {
+				tgt := v.c.items[v.ex.pos[r]]
+				ranks[r] = 0
+				for i, rec := range out[r-first] {
+					if rec.Index == tgt {
+						ranks[r] = int32(i + 1)
+						break
+					}
+				}
+			}
+		}
+	})
+	var mt valMetrics
+	for _, r := range ranks {
+		if r == 0 {
+			continue
+		}
+		mt.hr20++
+		mt.mrr20 += 1 / float64(r)
+		if r <= 10 {
+			mt.hr10++
+			mt.ndcg10 += 1 / math.Log2(float64(r)+1)
+		}
+	}
+	if nc > 0 {
+		mt.hr20 /= float64(nc)
+		mt.mrr20 /= float64(nc)
+		mt.hr10 /= float64(nc)
+		mt.ndcg10 /= float64(nc)
+	}
+	return mt
 }
 
 // eval ranks every case's target among all items (ties to the lower index, as

@@ -3,6 +3,7 @@ package onnx
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -29,15 +30,22 @@ func withRetrieval(rng *rand.Rand, m *model.Model, nb, maxCands int) *model.Mode
 		}
 	}
 	m.Popular = []int32{3, 1, 4, 15, 9, 2, 6}
+	m.NeighborWeight = 0.4
 	return m
 }
 
 // refRank is the candidate-ranking reference: the session's candidates
-// (model.Candidates, tested in package model) scored in float64, best first,
-// ties by lower index.
-func refRank(m *model.Model, in model.Input, k, maxLen int) []model.Rec {
+// (model.Candidates, tested in package model) scored in float64 with their
+// neighbourhood scores, best first, ties by lower index; and every candidate's
+// score.
+func refRank(m *model.Model, in model.Input, k, maxLen int) ([]model.Rec, map[int32]float64) {
 	all := refScores(m, in, maxLen)
-	cands := model.NewCandidates(m).Build(&in, nil)
+	cands, bias := model.NewCandidates(m).Build(&in, nil, nil)
+	scores := map[int32]float64{}
+	for i, c := range cands {
+		all[c] += float64(bias[i])
+		scores[c] = all[c]
+	}
 	slices.SortFunc(cands, func(a, b int32) int {
 		if c := cmp.Compare(all[b], all[a]); c != 0 {
 			return c
@@ -49,7 +57,36 @@ func refRank(m *model.Model, in model.Input, k, maxLen int) []model.Rec {
 	for i, c := range cands {
 		out[i] = model.Rec{Index: c, Score: float32(all[c])}
 	}
-	return out
+	return out, scores
+}
+
+// checkRank holds got to want as checkTopK does, with candidate scores: every
+// returned item is a candidate, returned once, with its candidate score; at
+// each rank the score is want's (within tol). It returns how many ranks differ
+// in item (ties within tol).
+func checkRank(t *testing.T, got, want []model.Rec, scores map[int32]float64, where string) int {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: got %d recs, want %d\ngot  %v\nwant %v", where, len(got), len(want), got, want)
+	}
+	seen := map[int32]bool{}
+	differ := 0
+	for r, g := range got {
+		sc, ok := scores[g.Index]
+		switch {
+		case !ok || seen[g.Index]:
+			t.Fatalf("%s: rank %d item %d is not a candidate, or repeated", where, r, g.Index)
+		case math.Abs(float64(g.Score)-float64(want[r].Score)) > tol(float64(want[r].Score)):
+			t.Fatalf("%s: rank %d score %v, want %v", where, r, g.Score, want[r].Score)
+		case math.Abs(float64(g.Score)-sc) > tol(sc):
+			t.Fatalf("%s: rank %d item %d scored %v, its score is %v", where, r, g.Index, g.Score, sc)
+		}
+		seen[g.Index] = true
+		if g.Index != want[r].Index {
+			differ++
+		}
+	}
+	return differ
 }
 
 func TestRankScorerMatchesReference(t *testing.T) {
@@ -84,11 +121,11 @@ func TestRankScorerMatchesReference(t *testing.T) {
 			}
 			for i := range batch {
 				where := fmt.Sprintf("seed %d batch %d session %d (len %d, %d excluded)", seed, bs, i, len(batch[i].Items), len(batch[i].Exclude))
-				want := refRank(m, batch[i], top, maxLen)
-				if d := checkTopK(t, m, batch[i], maxLen, out[i], want, where+" onnx"); d > 1 {
+				want, scores := refRank(m, batch[i], top, maxLen)
+				if d := checkRank(t, out[i], want, scores, where+" onnx"); d > 1 {
 					t.Errorf("%s: onnx differs from the reference in %d ranks", where, d)
 				}
-				if d := checkTopK(t, m, batch[i], maxLen, gout[i], want, where+" go"); d > 1 {
+				if d := checkRank(t, gout[i], want, scores, where+" go"); d > 1 {
 					t.Errorf("%s: go differs from the reference in %d ranks", where, d)
 				}
 			}

@@ -49,6 +49,7 @@ type Scorer struct {
 	rank     bool              // FormatRank: candidates in, no exclusions
 	cands    *model.Candidates // FormatRank
 	cbufs    [][]int32         // FormatRank: each session's candidates
+	bbufs    [][]float32       // FormatRank: and their neighbourhood scores
 
 	// Backing buffers shared by all tensor views (one Run at a time).
 	items   []int64   // maxBatch × L
@@ -164,6 +165,7 @@ func NewScorer(modelBytes []byte, opts ScorerOptions) (*Scorer, error) {
 	if rank {
 		s.cands = model.NewCandidates(opts.Model)
 		s.cbufs = make([][]int32, opts.MaxBatch)
+		s.bbufs = make([][]float32, opts.MaxBatch)
 	}
 	if s.k, err = ort.NewTensor(ort.NewShape(1), []int64{0}); err != nil {
 		s.Close()
@@ -253,7 +255,7 @@ func (s *Scorer) run(batch []model.Input, k int, out [][]model.Rec) error {
 	if s.rank {
 		c := k
 		for i := range batch {
-			s.cbufs[i] = s.cands.Build(&batch[i], s.cbufs[i])
+			s.cbufs[i], s.bbufs[i] = s.cands.Build(&batch[i], s.cbufs[i], s.bbufs[i])
 			c = max(c, len(s.cbufs[i]))
 		}
 		e = (c + candBucket - 1) / candBucket * candBucket
@@ -293,7 +295,7 @@ func (s *Scorer) run(batch []model.Input, k int, out [][]model.Rec) error {
 			for j, it := range cs {
 				erow[j] = int64(it)
 			}
-			clear(brow[:len(cs)])
+			copy(brow, s.bbufs[i])
 			for j := len(cs); j < e; j++ {
 				erow[j], brow[j] = 0, negInf
 			}
