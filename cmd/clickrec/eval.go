@@ -13,6 +13,7 @@ import (
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/eval"
+	"github.com/clickrec/clickrec/model/onnx"
 )
 
 func init() {
@@ -28,10 +29,12 @@ Every model is fitted on --train (sessions) and asked for its top 20 after each
 test prefix of --test (lines "prefix<TAB>target", prefix = space-separated item
 ids; gzip or plain). Reported: HR@10, HR@20, MRR@20, NDCG@10. Models: pop,
 spop (session popularity, global fallback), iknn (item-kNN on the last item),
-vsknn (V-SKNN, Ludewig & Jannach 2018) and served (the trained model through the
-pure-Go model.Scorer; trained here with the train flags unless --model loads one).`)
+vsknn (V-SKNN, Ludewig & Jannach 2018) and served (the trained model as the hot
+path serves it: candidates retrieved, then ranked, through --scorer; trained here
+with the train flags unless --model loads one).`)
 	var (
 		trainFile, format, testFile, jsonOut, modelDir, saveDir string
+		scorer, ortLib                                          string
 		models                                                  = cli.Strings(evalModels)
 		maxCases, workers                                       int
 		vk                                                      = eval.DefaultVSKNN
@@ -53,6 +56,10 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 	fs.Env("model", "CLICKREC_EVAL_MODEL")
 	fs.StringVar(&saveDir, "save", "", "save the served model trained here, with its offline metrics, to this directory")
 	fs.Env("save", "CLICKREC_EVAL_SAVE")
+	fs.StringVar(&scorer, "scorer", "go", "served model's scorer: go (the pure-Go reference) or onnx (ONNX Runtime, as the hot path runs it)")
+	fs.Env("scorer", "CLICKREC_EVAL_SCORER")
+	fs.StringVar(&ortLib, "onnxruntime-lib", "", "absolute path of libonnxruntime.so.1 for --scorer onnx (default: "+onnx.LibraryEnv+", then the file scripts/onnxruntime.sh installs)")
+	fs.Env("onnxruntime-lib", onnx.LibraryEnv)
 	fs.IntVar(&maxCases, "max-cases", 0, "evaluate only the first N cases (0: all)")
 	fs.Env("max-cases", "CLICKREC_EVAL_MAX_CASES")
 	fs.IntVar(&vk.K, "vsknn-k", vk.K, "V-SKNN neighbours")
@@ -89,6 +96,17 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 		return cli.Usagef("--vsknn-k and --vsknn-sample must be positive, --vsknn-idf not negative")
 	case iknnLambda < 0:
 		return cli.Usagef("--iknn-lambda must not be negative")
+	case scorer != "go" && scorer != "onnx":
+		return cli.Usagef("--scorer %q: want go or onnx", scorer)
+	}
+	newScorer := eval.GoScorer
+	if scorer == "onnx" {
+		if _, err := onnx.LibraryPath(ortLib); err != nil {
+			return cli.Usagef("--scorer onnx: %v (or use --scorer go)", err)
+		}
+		newScorer = func(m *model.Model) (model.Scorer, error) {
+			return onnx.NewModelScorer(m, onnx.ScorerOptions{LibraryPath: ortLib})
+		}
 	}
 	for _, m := range models {
 		if !slices.Contains(evalModels, m) {
@@ -156,12 +174,27 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 				served = m
 				log.Info("trained served model", "took", time.Since(tt).Round(time.Millisecond), "prior_weight", rep.PriorWeight)
 			}
-			s, err := eval.NewServed(served, eval.GoScorer)
+			log.Info("served model", "items", served.NumItems(), "retrieval", served.HasRetrieval(), "neighbors", served.NumNeighbors,
+				"max_candidates", served.MaxCandidates, "neighbor_weight", served.NeighborWeight, "scorer", scorer)
+			s, err := eval.NewServed(served, newScorer)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			recs[name] = s
+			if served.HasRetrieval() {
+				// The same factors ranking the whole catalogue: what retrieval costs
+				// (or gains) in quality.
+				full := *served
+				full.NumNeighbors, full.Neighbors, full.Popular, full.MaxCandidates, full.NeighborWeight = 0, nil, nil, 0, 0
+				fs, err := eval.NewServed(&full, eval.GoScorer)
+				if err != nil {
+					return err
+				}
+				defer fs.Close()
+				recs["served-full"] = fs
+				models = append(models, "served-full")
+			}
 		}
 	}
 	res, err := eval.Run(ctx, cases, recs, eval.Options{Workers: workers, Log: log})
@@ -171,7 +204,8 @@ pure-Go model.Scorer; trained here with the train flags unless --model loads one
 	res.Protocol = fmt.Sprintf("next-item prediction on %d prefix->target cases of %s; models fitted on the %d sessions of %s; "+
 		"each model ranks every training item (session items not excluded, ties to the lower id/index) and returns its top %d; "+
 		"HR@k: target in the top k; MRR@20: mean 1/rank (0 beyond 20); NDCG@10: mean 1/log2(rank+1) (0 beyond 10); "+
-		"served: the trained model through model.Scorer, session weighted by its Weighting",
+		"served: the trained model through model.Scorer ("+scorer+"), session weighted by its Weighting, ranked among its retrieved candidates when the model has retrieval tables; "+
+		"served-full: the same model ranking every item (no retrieval), through the pure-Go scorer",
 		len(cases), filepath.Base(testFile), stats.Sessions, filepath.Base(trainFile), eval.Cutoff)
 	var js bytes.Buffer
 	enc := json.NewEncoder(&js)

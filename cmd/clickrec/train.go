@@ -23,11 +23,14 @@ func trainFlags(fs *cli.FlagSet, cfg *model.Config, envPrefix string) func() err
 	*cfg = d
 	var (
 		view, cart, purchase, decay = f64(d.Weighting.View), f64(d.Weighting.Cart), f64(d.Weighting.Purchase), f64(d.Weighting.Decay)
-		priors                      cli.Strings
+		priors, gammas              cli.Strings
 		seed                        = strconv.FormatUint(d.Seed, 10)
 	)
 	for _, b := range d.PriorWeights {
 		priors = append(priors, strconv.FormatFloat(b, 'g', -1, 64))
+	}
+	for _, g := range d.Retrieval.NeighborWeights {
+		gammas = append(gammas, strconv.FormatFloat(g, 'g', -1, 64))
 	}
 	env := func(name, variable string) { fs.Env(name, envPrefix+variable) }
 	fs.IntVar(&cfg.Factors, "factors", d.Factors, "latent dimension K")
@@ -76,6 +79,21 @@ func trainFlags(fs *cli.FlagSet, cfg *model.Config, envPrefix string) func() err
 	env("prior-weights", "PRIOR_WEIGHTS")
 	fs.BoolVar(&cfg.Refit, "refit", d.Refit, "after tuning, retrain on all sessions including the validation split")
 	env("refit", "REFIT")
+	r := &cfg.Retrieval
+	fs.IntVar(&r.Neighbors, "neighbors", d.Retrieval.Neighbors, "retrieval: neighbours kept per item, co-occurrence and embedding together (0: no retrieval, every click scores the whole catalogue)")
+	env("neighbors", "NEIGHBORS")
+	fs.IntVar(&r.Embedding, "embedding-neighbors", d.Retrieval.Embedding, "retrieval: embedding neighbours computed per item and interleaved with the co-occurrence ones (0: none)")
+	env("embedding-neighbors", "EMBEDDING_NEIGHBORS")
+	fs.IntVar(&r.EmbeddingPool, "embedding-pool", d.Retrieval.EmbeddingPool, "retrieval: embedding neighbours are searched among this many most popular items (0: all; the cost is items × pool × factors)")
+	env("embedding-pool", "EMBEDDING_POOL")
+	fs.IntVar(&r.Window, "cooccurrence-window", d.Retrieval.Window, "retrieval: events at most this many positions apart in a session co-occur")
+	env("cooccurrence-window", "COOCCURRENCE_WINDOW")
+	fs.IntVar(&r.Popular, "popular-candidates", d.Retrieval.Popular, "retrieval: most popular items added to every session's candidates")
+	env("popular-candidates", "POPULAR_CANDIDATES")
+	fs.IntVar(&r.MaxCandidates, "max-candidates", d.Retrieval.MaxCandidates, "retrieval: candidates ranked per click at most")
+	env("max-candidates", "MAX_CANDIDATES")
+	fs.Var(&gammas, "neighbor-weights", "retrieval: comma-separated grid of neighbourhood-score weights to choose from on the validation split")
+	env("neighbor-weights", "NEIGHBOR_WEIGHTS")
 	fs.StringVar(&seed, "seed", seed, "random seed (training is deterministic for a seed)")
 	env("seed", "SEED")
 	fs.IntVar(&cfg.Workers, "workers", 0, "parallel workers (0: all CPUs)")
@@ -95,6 +113,14 @@ func trainFlags(fs *cli.FlagSet, cfg *model.Config, envPrefix string) func() err
 				return cli.Usagef("--prior-weights: %q is not a number", p)
 			}
 			cfg.PriorWeights = append(cfg.PriorWeights, v)
+		}
+		r.NeighborWeights = nil
+		for _, g := range gammas {
+			v, err := strconv.ParseFloat(g, 64)
+			if err != nil {
+				return cli.Usagef("--neighbor-weights: %q is not a number", g)
+			}
+			r.NeighborWeights = append(r.NeighborWeights, v)
 		}
 		if err := cfg.Validate(); err != nil {
 			return cli.Usagef("%v", err)
@@ -127,10 +153,11 @@ most recent sessions. Input: --format events (click-event JSON lines) or
 diginetica (one session per line, space-separated item ids), gzip or plain.`)
 	var (
 		data, format, out, version string
+		synthetic                  int
 		lg                         cli.Logging
 		cfg                        model.Config
 	)
-	fs.StringVar(&data, "data", "", "training data file (required)")
+	fs.StringVar(&data, "data", "", "training data file (required unless --synthetic-items)")
 	fs.Env("data", "CLICKREC_TRAIN_DATA")
 	fs.StringVar(&format, "format", model.FormatEvents, "data format: events or diginetica")
 	fs.Env("format", "CLICKREC_TRAIN_FORMAT")
@@ -138,6 +165,8 @@ diginetica (one session per line, space-separated item ids), gzip or plain.`)
 	fs.Env("out", "CLICKREC_TRAIN_OUT")
 	fs.StringVar(&version, "version", "", "model version to record (default v<UTC time>)")
 	fs.Env("version", "CLICKREC_TRAIN_VERSION")
+	fs.IntVar(&synthetic, "synthetic-items", 0, "train nothing: save a random model of this many items (ids 1..N, gen's synthetic catalogue) with the retrieval flags' shape, to measure what a catalogue of that size costs; it recommends nothing meaningful")
+	fs.Env("synthetic-items", "CLICKREC_TRAIN_SYNTHETIC_ITEMS")
 	apply := trainFlags(fs, &cfg, "CLICKREC_TRAIN_")
 	lg.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -148,7 +177,11 @@ diginetica (one session per line, space-separated item ids), gzip or plain.`)
 		return err
 	}
 	switch {
-	case data == "":
+	case synthetic < 0:
+		return cli.Usagef("--synthetic-items must not be negative")
+	case synthetic > 0 && data != "":
+		return cli.Usagef("--synthetic-items makes a random model: it takes no --data")
+	case data == "" && synthetic == 0:
 		return cli.Usagef("--data is required (see clickrec train --help)")
 	case out == "":
 		return cli.Usagef("--out is required (see clickrec train --help)")
@@ -160,6 +193,20 @@ diginetica (one session per line, space-separated item ids), gzip or plain.`)
 	}
 	limitProcs(cfg.Workers)
 	t0 := time.Now()
+	if synthetic > 0 {
+		m, err := model.Synthetic(synthetic, cfg.Factors, cfg.Retrieval, cfg.Seed)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		if version != "" {
+			m.Version = version
+		}
+		if err := model.Save(out, m, model.NewMetadata(m, cfg, nil, fmt.Sprintf("synthetic:%d", synthetic))); err != nil {
+			return err
+		}
+		log.Info("saved a synthetic model", "dir", out, "version", m.Version, "items", m.NumItems(), "factors", m.K, "took", time.Since(t0).Round(time.Millisecond))
+		return nil
+	}
 	sessions, stats, err := model.ReadSessionsFile(data, format)
 	if err != nil {
 		return fmt.Errorf("read training data: %w", err)
@@ -183,6 +230,6 @@ diginetica (one session per line, space-separated item ids), gzip or plain.`)
 		return err
 	}
 	log.Info("saved model", "dir", out, "version", version, "items", m.NumItems(), "factors", m.K,
-		"prior_weight", rep.PriorWeight, "took", time.Since(t0).Round(time.Millisecond))
+		"prior_weight", rep.PriorWeight, "neighbor_weight", m.NeighborWeight, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }

@@ -98,8 +98,9 @@ func BenchmarkNewScorer(b *testing.B) {
 
 // BenchmarkRank: retrieval then ranking on synthetic catalogues (model.Synthetic
 // with model.DefaultRetrieval, K = 64), top-10, sessions of 20 items with 2
-// exclusions, batch 10, 1 intra-op thread. ns/event is the cost per click,
-// candidate building included; it should not grow with the catalogue.
+// exclusions, batch 10 (and 100, with 1 and 2 intra-op threads). ns/event is
+// the cost per click, candidate building included; it should not grow with the
+// catalogue.
 func BenchmarkRank(b *testing.B) {
 	lib := ortLib(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
@@ -113,16 +114,23 @@ func BenchmarkRank(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
+			s2, err := NewModelScorer(m, ScorerOptions{LibraryPath: lib, IntraOpThreads: 2})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s2.Close()
 			gs, err := model.NewScorer(m)
 			if err != nil {
 				b.Fatal(err)
 			}
-			const bs = 10
-			batch := benchSessions(rand.New(rand.NewPCG(uint64(n), 2)), n, bs)
+			rng := rand.New(rand.NewPCG(uint64(n), 2))
 			for _, sc := range []struct {
 				name string
+				bs   int
 				s    model.Scorer
-			}{{"ort", s}, {"go", gs}} {
+			}{{"ort", 10, s}, {"go", 10, gs}, {"ort", 100, s}, {"ort-2threads", 100, s2}} {
+				bs := sc.bs
+				batch := benchSessions(rng, n, bs)
 				b.Run(fmt.Sprintf("batch=%d/%s", bs, sc.name), func(b *testing.B) {
 					out := make([][]model.Rec, bs)
 					for i := range out {
