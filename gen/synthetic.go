@@ -19,6 +19,11 @@ type Config struct {
 	Categories   int     // each item belongs to one category, named "c0".."c<Categories-1>"
 	LateShare    float64 // share of records whose event time is 1–9 minutes before they are sent
 	InvalidShare float64 // share of invalid records, spread evenly over InvalidReasons
+	// CatalogueSeed seeds the catalogue (which item is how popular, and its
+	// category) and the order in which shoppers first appear; 0 means Seed.
+	// The shop's history (another Seed, the same CatalogueSeed) then clicks on
+	// the same catalogue as its traffic.
+	CatalogueSeed uint64
 }
 
 // DefaultConfig returns the default shop: 10,000 users, 10,000 items in 50
@@ -142,7 +147,11 @@ func NewSynthetic(cfg Config) (*Synthetic, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid synthetic shop: %w", err)
 	}
-	crng := rand.New(rand.NewPCG(cfg.Seed, streamCatalogue))
+	catSeed := cfg.CatalogueSeed
+	if catSeed == 0 {
+		catSeed = cfg.Seed
+	}
+	crng := rand.New(rand.NewPCG(catSeed, streamCatalogue))
 	s := &Synthetic{
 		cfg:    cfg,
 		rng:    rand.New(rand.NewPCG(cfg.Seed, streamBehaviour)),

@@ -86,6 +86,68 @@ func TestSyntheticDeterministic(t *testing.T) {
 	}
 }
 
+// TestCatalogueSeed checks that two seeds with one CatalogueSeed click on the
+// same catalogue (each item in the same category, the same items popular) but
+// are different clickstreams, as a shop's history and its traffic are.
+func TestCatalogueSeed(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Seed, cfg.LateShare, cfg.InvalidShare = 42, 0, 0
+	const n = 50_000
+	traffic := generate(newSynthetic(t, cfg), n, 10*time.Millisecond)
+	hist := cfg
+	hist.Seed, hist.CatalogueSeed = 1042, 42
+	history := generate(newSynthetic(t, hist), n, 10*time.Millisecond)
+	other := cfg
+	other.Seed = 1042
+	unrelated := generate(newSynthetic(t, other), n, 10*time.Millisecond)
+
+	top := func(rs []sent) (map[int64]string, map[int64]bool) {
+		cat, count := map[int64]string{}, map[int64]int{}
+		for _, r := range rs {
+			cat[r.Click.ItemID] = r.Click.Category
+			count[r.Click.ItemID]++
+		}
+		top := map[int64]bool{}
+		for id, c := range count {
+			if c >= n/500 {
+				top[id] = true
+			}
+		}
+		return cat, top
+	}
+	tc, ttop := top(traffic)
+	hc, htop := top(history)
+	_, utop := top(unrelated)
+	for id, c := range hc {
+		if tc[id] != "" && tc[id] != c {
+			t.Fatalf("item %d is in category %s in the traffic and %s in its history", id, tc[id], c)
+		}
+	}
+	shared := func(a, b map[int64]bool) (k int) {
+		for id := range a {
+			if b[id] {
+				k++
+			}
+		}
+		return k
+	}
+	if len(ttop) < 20 || shared(ttop, htop) < len(ttop)*8/10 {
+		t.Fatalf("history shares %d of the traffic's %d most popular items, want most", shared(ttop, htop), len(ttop))
+	}
+	if shared(ttop, utop) > len(ttop)/2 {
+		t.Fatalf("another catalogue shares %d of the traffic's %d most popular items", shared(ttop, utop), len(ttop))
+	}
+	same := 0
+	for i := range traffic {
+		if traffic[i].Click.UserID == history[i].Click.UserID && traffic[i].Click.ItemID == history[i].Click.ItemID {
+			same++
+		}
+	}
+	if same > n/100 {
+		t.Fatalf("history and traffic agree on user and item of %d of %d records", same, n)
+	}
+}
+
 // TestSyntheticShape checks the shop against the behaviour it promises: Zipf
 // views, the funnel, sessions in at most 3 categories, items in one category at
 // one price, and realistic gaps when the rate is within what the users sustain.

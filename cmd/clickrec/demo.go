@@ -21,6 +21,7 @@ import (
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/shoptrain"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/onnx"
 )
@@ -96,7 +97,7 @@ no servers).`)
 		return err
 	}
 	var demoModel *hotpath.Serving
-	if trainN > 0 && hf.model.file == "" {
+	if trainN > 0 && hf.model.file == "" && !hf.noModel {
 		if demoModel, err = trainDemoModel(ctx, shop, trainN, &hf.model, log); err != nil {
 			return err
 		}
@@ -271,44 +272,19 @@ func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int, pa
 }
 
 // trainDemoModel trains a small model on n clicks of the synthetic shop's
-// history (the same shop the generator then plays), standing in for the
-// RetrainModel workflow, which the demo does not run. It serves it with ONNX
-// Runtime when the library is installed, else with the pure-Go scorer.
+// history (the same catalogue the generator then plays, other clicks),
+// standing in for the RetrainModel workflow, which the demo does not run. It
+// serves it with ONNX Runtime when the library is installed, else with the
+// pure-Go scorer.
 func trainDemoModel(ctx context.Context, shop gen.Config, n int, mf *modelFlags, log *slog.Logger) (*hotpath.Serving, error) {
 	start := time.Now()
-	shop.LateShare, shop.InvalidShare = 0, 0
-	shop.Seed += 1000 // history, not the clicks the generator will send
-	src, err := gen.NewSynthetic(shop)
+	src, err := shoptrain.History(shop)
 	if err != nil {
 		return nil, err
 	}
-	bySession := map[string]*model.Session{}
-	var order []*model.Session
-	var r gen.Record
-	t := time.Now().Add(-24 * time.Hour)
-	for i := 0; i < n && src.Next(&r, t); i++ {
-		t = t.Add(time.Second)
-		key := r.Click.UserID + "/" + r.Click.SessionID
-		s := bySession[key]
-		if s == nil {
-			s = &model.Session{ID: key, StartMs: r.Click.TimestampMs}
-			bySession[key] = s
-			order = append(order, s)
-		}
-		s.Items = append(s.Items, r.Click.ItemID)
-		s.Types = append(s.Types, r.Click.Type)
-		s.EndMs = r.Click.TimestampMs
-	}
-	sessions := make([]model.Session, 0, len(order))
-	for _, s := range order {
-		if len(s.Items) > 1 {
-			sessions = append(sessions, *s)
-		}
-	}
-	cfg := model.DefaultConfig()
-	cfg.Factors, cfg.Epochs, cfg.Refit = 32, 2, false
+	sessions, _ := shoptrain.Sessions(src, n, start.Add(-24*time.Hour), 2)
 	log.Info("demo: training a model on the shop's history (--train-clicks 0 skips this)", "clicks", n, "sessions", len(sessions))
-	m, _, err := model.Train(ctx, sessions, cfg, log.With("component", "train"))
+	m, _, err := model.Train(ctx, sessions, shoptrain.QuickConfig(), log.With("component", "train"))
 	if err != nil {
 		return nil, fmt.Errorf("training the demo model: %w", err)
 	}

@@ -33,6 +33,7 @@ type hotpathFlags struct {
 	kafka    kafkautil.Config
 	redis    redisutil.Config
 	noRedis  bool
+	noModel  bool
 	cfg      hotpath.Config
 	httpAddr string
 	pprof    bool
@@ -52,6 +53,8 @@ func (f *hotpathFlags) register(fs *cli.FlagSet) {
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler on --http-addr under /debug/pprof/")
 	fs.Env("pprof", "CLICKREC_PPROF")
 	f.model.register(fs)
+	fs.BoolVar(&f.noModel, "no-model", false, "serve no model, neither --model-dir nor the registry's: every recommendation is the popularity fallback (to measure the path without scoring)")
+	fs.Env("no-model", "CLICKREC_NO_MODEL")
 }
 
 func runHotpath(ctx context.Context, args []string) error {
@@ -100,6 +103,9 @@ const hotpathGOGC = 400
 // serveHotpath runs a worker with its HTTP endpoints until ctx ends. ready, if
 // not nil, is called with the worker once it is created.
 func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready func(*hotpath.Worker)) error {
+	if f.noModel && f.model.file != "" {
+		return cli.Usagef("--no-model and --model-dir %s exclude each other", f.model.file)
+	}
 	admin, err := kgo.NewClient(f.kafka.Opts("clickrec-hotpath-admin")...)
 	if err != nil {
 		return err
@@ -126,7 +132,9 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	if err != nil {
 		return err
 	}
-	if err := f.model.load(ctx, w, opts.Redis, reg, log); err != nil {
+	if f.noModel {
+		log.Info("no model (--no-model): serving the popularity fallback only")
+	} else if err := f.model.load(ctx, w, opts.Redis, reg, log); err != nil {
 		return err
 	}
 	if ready != nil {
