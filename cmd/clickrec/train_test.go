@@ -101,7 +101,8 @@ func TestTrainThenEval(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Protocol == "" || res.Cases != 40 || len(res.Models) != 5 {
+	// The five models and served-full (the served model without retrieval).
+	if res.Protocol == "" || res.Cases != 40 || len(res.Models) != 6 || res.Models["served-full"] == nil {
 		t.Fatalf("report %s", b)
 	}
 	for _, m := range res.Models {
