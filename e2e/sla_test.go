@@ -52,7 +52,22 @@ type slaReport struct {
 		Count           int    `json:"count"`
 		UnexpectedExits int    `json:"unexpected_exits"`
 	} `json:"workers"`
-	CPU struct {
+	Model struct {
+		Served         bool   `json:"served"`
+		Source         string `json:"source"`
+		Version        string `json:"version"`
+		Items          int    `json:"items"`
+		CatalogueItems int    `json:"catalogue_items"`
+		CatalogueKnown int    `json:"catalogue_known"`
+		Scorer         string `json:"scorer"`
+	} `json:"model"`
+	Redis struct {
+		Used bool   `json:"used"`
+		Addr string `json:"addr"`
+	} `json:"redis"`
+	Strategies map[string]int64 `json:"strategies"`
+	ModelShare *float64         `json:"model_share"`
+	CPU        struct {
 		Load1Start  float64 `json:"load1_start"`
 		Load1End    float64 `json:"load1_end"`
 		CPUPressure float64 `json:"cpu_pressure_some_avg60"`
@@ -67,17 +82,20 @@ type slaReport struct {
 }
 
 // TestLoadtestSLA runs `clickrec loadtest` as users do — 500 clicks/s for
-// 10 s against a hot path worker it spawns on fresh topics — and judges its
-// JSON report: every on-time click exactly one recommendation (none missing,
-// none duplicated), none for invalid clicks, and the latency SLA (p95 < 75 ms,
-// p99 < 150 ms) through the tool's own exit code, unless the report shows the
-// machine's CPUs starved during the run (see starvedPressure).
+// 10 s against a hot path worker it spawns on fresh topics, serving the model
+// the load test trains on the shop's history and writing Redis — and judges
+// its JSON report: every on-time click exactly one recommendation (none
+// missing, none duplicated), none for invalid clicks, nearly all from the
+// model, and the latency SLA (p95 < 75 ms, p99 < 150 ms) through the tool's
+// own exit code, unless the report shows the machine's CPUs starved during
+// the run (see starvedPressure).
 func TestLoadtestSLA(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
+	redisAddr := testenv.RedisAddr(t)
 	dir := t.TempDir()
 	report := filepath.Join(dir, "steady.json")
-	ctx := testenv.Context(t, 85*time.Second)
-	cmd := exec.CommandContext(ctx, clickrecBin, "loadtest", "--kafka-brokers", strings.Join(brokers, ","),
+	ctx := testenv.Context(t, 100*time.Second)
+	cmd := exec.CommandContext(ctx, clickrecBin, "loadtest", "--kafka-brokers", strings.Join(brokers, ","), "--redis-addr", redisAddr,
 		"--rate", "500", "--duration", "10s", "--json", report, "--out", dir, "--drain-timeout", "30s", "--ready-timeout", "40s")
 	// On the deadline: SIGTERM first, so the load test stops its worker and
 	// deletes its topics; SIGKILL 15 s later.
@@ -146,6 +164,19 @@ func TestLoadtestSLA(t *testing.T) {
 	}
 	if r.Workers.Mode != "spawned" || r.Workers.Count != 1 || r.Workers.UnexpectedExits != 0 {
 		t.Errorf("workers: %+v; want 1 spawned worker that did not exit unexpectedly", r.Workers)
+	}
+	// The real pipeline: the model it trained knows the whole catalogue and
+	// answers nearly every click (the others get the popularity fallback);
+	// the worker wrote Redis.
+	t.Logf("model %+v; strategies %v; redis %+v", r.Model, r.Strategies, r.Redis)
+	if !r.Model.Served || r.Model.Source != "trained" || r.Model.Items == 0 || r.Model.CatalogueKnown != r.Model.CatalogueItems {
+		t.Errorf("model %+v: want one trained on the shop's history that knows the whole catalogue", r.Model)
+	}
+	if r.ModelShare == nil || *r.ModelShare < 0.99 || r.Strategies["model"] == 0 {
+		t.Errorf("model share %v (strategies %v): want nearly every recommendation from the model", r.ModelShare, r.Strategies)
+	}
+	if !r.Redis.Used || r.Redis.Addr != redisAddr {
+		t.Errorf("redis %+v: want the workers writing %s", r.Redis, redisAddr)
 	}
 	if !(p50 > 0 && p50 <= p95 && p95 <= p99 && p99 <= r.Latency.Max) {
 		t.Errorf("latency percentiles out of order: p50 %v, p95 %v, p99 %v, max %v", p50, p95, p99, r.Latency.Max)

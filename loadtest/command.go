@@ -62,12 +62,30 @@ and --http-addr, logging to --out; it stops them at the end and on Ctrl-C.
 With --spawn-workers 0 it targets workers already running: give their
 --group and --topic-prefix.
 
+What the spawned workers run is the real pipeline: they serve a model and
+write the Redis feature store. The model is --model-dir DIR (a saved model,
+clickrec train --out) or, by default, one the load test trains before the run
+on the traffic's own history (the synthetic shop's past: the same catalogue,
+other clicks; --train-clicks, by default enough to know every item of the
+catalogue; a few seconds) and saves to <out>/model-<topic prefix>. Redis is
+--redis-addr (CLICKREC_REDIS_ADDR, default 127.0.0.1:6379); the load test
+stops at once if it does not answer. The workers write user:{id} keys there
+(no per-run prefix). --no-model and --no-redis take either out; both together
+measure the broker path alone.
+
+The report counts the recommendations by strategy (model, category_popular,
+global_popular). When a model is served, a run in which less than
+--sla-min-model-share (default 0.5) of them came from it fails: the workers
+fell back to popularity, and the latencies would not be the model's.
+
 Output: a summary on stdout, progress on stderr every --progress-every,
 --json FILE with the full report, and next to it (or in --out)
 <name>-latency-over-time.png and <name>-latency-distribution.png.
 
 Examples:
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --rate 1000 --duration 60s --json out/loadtest/steady.json
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --model-dir out/model --redis-addr 127.0.0.1:6379
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --no-model --no-redis     # the broker path alone
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario ramp --rates 1000,5000,10000,20000
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --kill-every 10s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --source taobao --speedup 120`
@@ -170,6 +188,15 @@ func (f *flags) register(fs *cli.FlagSet) {
 	})
 	env("exactly-once")
 	fs.Var(&f.workerEv, "worker-env", "extra NAME=value environment for spawned workers (repeatable)")
+	fs.StringVar(&c.ModelDir, "model-dir", "", "spawned workers serve this saved model (clickrec train --out) instead of one the load test trains on the traffic's history")
+	env("model-dir")
+	fs.BoolVar(&c.NoModel, "no-model", false, "spawned workers serve no model: every recommendation is the popularity fallback (with --no-redis: the broker path alone)")
+	env("no-model")
+	fs.IntVar(&c.TrainClicks, "train-clicks", 0, fmt.Sprintf("clicks of the traffic's history the load test trains its model on (0: %d per catalogue item, which covers the whole synthetic catalogue; taobao: the whole replay)", DefaultTrainClicksPerItem))
+	env("train-clicks")
+	c.Redis.Register(fs)
+	fs.BoolVar(&c.NoRedis, "no-redis", false, "spawned workers run with --no-redis: no Redis feature store writes (and no check that Redis is up)")
+	env("no-redis")
 	fs.DurationVar(&c.KillEvery, "kill-every", c.KillEvery, "chaos: SIGKILL a worker this often")
 	env("kill-every")
 	fs.BoolVar(&c.KillAll, "kill-all", false, "chaos: kill every worker at once instead of one at a time")
@@ -190,6 +217,8 @@ func (f *flags) register(fs *cli.FlagSet) {
 	env("sla-max-unexpected")
 	fs.Float64Var(&c.SLA.MinRate, "sla-min-rate", 0, "ramp: the highest rate meeting the SLA must be at least this (0: any step)")
 	env("sla-min-rate")
+	fs.Float64Var(&c.SLA.MinModelShare, "sla-min-model-share", c.SLA.MinModelShare, "when the workers serve a model, at least this share (0-1) of the recommendations must have strategy model, else the run fails (not judged with --no-model; with running workers only if given)")
+	env("sla-min-model-share")
 	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report to this file, and the plots next to it")
 	env("json")
 	fs.StringVar(&c.OutDir, "out", c.OutDir, "directory of worker logs, and of the report and plots without --json")
@@ -251,11 +280,19 @@ func (f *flags) apply() error {
 	if c.SpawnWorkers == 0 && c.Group == "" {
 		c.Group = "clickrec-hotpath"
 	}
+	// Running workers serve what they were started with: their model share
+	// is judged only when asked for.
+	c.ExpectModel = c.SpawnWorkers == 0 && f.set["sla-min-model-share"]
 	if c.Source == "taobao" && !f.set["duration"] {
 		c.Duration = 0
 	}
 	if err := c.Validate(); err != nil {
 		return cli.Usagef("%v", err)
+	}
+	if c.ModelDir != "" {
+		if _, err := os.Stat(c.ModelDir); err != nil {
+			return cli.Usagef("--model-dir: %v", err)
+		}
 	}
 	if c.Source == "taobao" {
 		if _, err := os.Stat(c.TaobaoFile); err != nil {
@@ -284,8 +321,12 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	fs.Visit(func(fl *flag.Flag) { // connection settings the spawned workers need too
-		if strings.HasPrefix(fl.Name, "kafka-") && fl.Name != "kafka-brokers" && fl.Name != "kafka-partitions" {
+		switch {
+		case strings.HasPrefix(fl.Name, "kafka-") && fl.Name != "kafka-brokers" && fl.Name != "kafka-partitions":
 			f.cfg.KafkaFlags = append(f.cfg.KafkaFlags, "--"+fl.Name+"="+fl.Value.String())
+		case strings.HasPrefix(fl.Name, "redis-") && fl.Name != "redis-addr" && fl.Name != "redis-password":
+			// The address is always passed; the password goes in the environment.
+			f.cfg.RedisFlags = append(f.cfg.RedisFlags, "--"+fl.Name+"="+fl.Value.String())
 		}
 	})
 	if err := f.apply(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,10 +65,87 @@ func TestUsageErrors(t *testing.T) {
 		{"--late-share", "0.7", "--invalid-share", "0.5"},
 		{"--no-such-flag"},
 		{"--source", "taobao", "--taobao-file", "/nonexistent/UserBehavior.csv"},
+		// What the workers serve and write.
+		{"--no-model", "--model-dir", "."},
+		{"--no-model", "--worker-flag=--model-dir=."},
+		{"--model-dir", ".", "--worker-flag=--model-dir=."},
+		{"--model-dir", ".", "--spawn-workers", "0"},
+		{"--model-dir", "/nonexistent/model"},
+		{"--worker-flag=--no-redis"},
+		{"--worker-flag=--no-model"},
+		{"--train-clicks", "-1"},
+		{"--train-clicks", "1000", "--no-model"},
+		{"--sla-min-model-share", "1.5"},
+		{"--redis-addr", ""},
 	} {
 		err := Command(context.Background(), args, &bytes.Buffer{})
 		if cli.ExitCode(err) != 2 {
 			t.Errorf("%v: %v (exit code %d), want a usage error", args, err, cli.ExitCode(err))
 		}
+	}
+}
+
+// TestModelAndRedisFlags: by default the spawned workers serve a trained
+// model and write the Redis at CLICKREC_REDIS_ADDR (or 127.0.0.1:6379); the
+// model share is judged at 0.5, for running workers only when asked.
+func TestModelAndRedisFlags(t *testing.T) {
+	f, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.cfg
+	if c.NoModel || c.NoRedis || c.ModelDir != "" || c.Redis.Addr != "127.0.0.1:6379" || c.SLA.MinModelShare != DefaultMinModelShare || c.ExpectModel {
+		t.Fatalf("defaults: %+v", c)
+	}
+	t.Setenv("CLICKREC_REDIS_ADDR", "10.0.0.1:6380")
+	if f, err = parse(t); err != nil || f.cfg.Redis.Addr != "10.0.0.1:6380" {
+		t.Fatalf("CLICKREC_REDIS_ADDR: %v %q", err, f.cfg.Redis.Addr)
+	}
+	if f, err = parse(t, "--redis-addr", "127.0.0.1:7000", "--redis-db", "3"); err != nil || f.cfg.Redis.Addr != "127.0.0.1:7000" || f.cfg.Redis.DB != 3 {
+		t.Fatalf("--redis-addr: %v %+v", err, f.cfg.Redis)
+	}
+	dir := t.TempDir()
+	if f, err = parse(t, "--model-dir", dir, "--no-redis"); err != nil || f.cfg.ModelDir != dir || !f.cfg.NoRedis {
+		t.Fatalf("--model-dir --no-redis: %v %+v", err, f.cfg)
+	}
+	if f, err = parse(t, "--no-model", "--no-redis"); err != nil || !f.cfg.NoModel || !f.cfg.NoRedis {
+		t.Fatalf("--no-model --no-redis: %v", err)
+	}
+	if f, err = parse(t, "--worker-flag=--model-dir="+dir); err != nil || flagValue(f.cfg.WorkerFlags, "model-dir") != dir {
+		t.Fatalf("--worker-flag --model-dir: %v %v", err, f.cfg.WorkerFlags)
+	}
+	if f, err = parse(t, "--spawn-workers", "0"); err != nil || f.cfg.ExpectModel {
+		t.Fatalf("running workers: %v, expect model %v", err, f.cfg.ExpectModel)
+	}
+	if f, err = parse(t, "--spawn-workers", "0", "--sla-min-model-share", "0.9"); err != nil || !f.cfg.ExpectModel || f.cfg.SLA.MinModelShare != 0.9 {
+		t.Fatalf("running workers with --sla-min-model-share: %v %+v", err, f.cfg.SLA)
+	}
+	if got := flagValue([]string{"--scorer", "go", "--x=1"}, "scorer"); got != "go" {
+		t.Fatalf("flagValue = %q", got)
+	}
+}
+
+// TestRedisDownFailsFast: an unreachable Redis stops the run before
+// anything else, with one line that says what to do.
+func TestRedisDownFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	start := time.Now()
+	err = Command(context.Background(), []string{"--redis-addr", addr, "--out", t.TempDir()}, &bytes.Buffer{})
+	if cli.ExitCode(err) != 2 {
+		t.Fatalf("Command = %v (exit code %d), want a usage error", err, cli.ExitCode(err))
+	}
+	msg := err.Error()
+	for _, want := range []string{addr, "scripts/redis.sh start", "--no-redis"} {
+		if !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
+			t.Errorf("message %q: want one line naming %q", msg, want)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v to notice", took)
 	}
 }

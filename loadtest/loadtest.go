@@ -17,6 +17,10 @@
 // The load test either spawns the hot path workers itself, as child
 // processes of the clickrec binary on fresh topics (--topic-prefix) and a
 // fresh group, and stops them at the end, or targets workers already running.
+// Spawned workers run the real pipeline by default: they serve a model (one
+// the load test trains on the traffic's history first, or --model-dir) and
+// write the Redis feature store; the report counts the recommendations by
+// strategy, and a run whose workers fell back to popularity fails.
 // It writes a text summary, a JSON report and two PNG plots (latency
 // percentiles over time; the latency distribution).
 package loadtest
@@ -30,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +48,7 @@ import (
 	"github.com/clickrec/clickrec/gen"
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/redisutil"
 )
 
 // Scenarios.
@@ -84,8 +90,22 @@ type Config struct {
 	KeepTopics     bool             // keep the topics of a spawned run (deleted by default)
 	ProducerLinger time.Duration    // of the generator's producer
 
-	SpawnWorkers int           // 0: target running workers
-	ClickrecBin  string        // binary to spawn ("": this executable)
+	SpawnWorkers int    // 0: target running workers
+	ClickrecBin  string // binary to spawn ("": this executable)
+
+	// What spawned workers serve and write. By default they serve a model the
+	// load test trains on the traffic's history (TrainClicks clicks) and
+	// write the Redis feature store at Redis.
+	NoModel     bool   // serve no model: every recommendation is the popularity fallback
+	ModelDir    string // serve this saved model (clickrec train --out) instead of training one
+	TrainClicks int    // history clicks to train on (0: DefaultTrainClicksPerItem × Shop.Items; taobao: the whole replay)
+	NoRedis     bool   // run the workers with --no-redis
+	Redis       redisutil.Config
+	RedisFlags  []string // further --redis-* flags given (db, dial timeout), passed on to spawned workers
+	// ExpectModel: the running workers (SpawnWorkers 0) serve a model, so
+	// the model share is judged (spawned workers: unless NoModel).
+	ExpectModel bool
+
 	WorkerFlags  []string      // extra flags for spawned workers
 	WorkerEnv    []string      // extra environment for spawned workers
 	AtLeastOnce  bool          // spawned workers run --exactly-once=false (for comparison); external: what they run
@@ -95,8 +115,16 @@ type Config struct {
 
 	OutOfOrderness time.Duration // the workers' bounded out-of-orderness (see Classify)
 	SLA            SLA
-	OutDir         string // worker logs
+	OutDir         string // worker logs, the trained model
 }
+
+// DefaultTrainClicksPerItem sets how much history the load test trains its
+// model on: 100 clicks per catalogue item, 1,000,000 for the default 10,000
+// items. With Zipf popularity the rarest items are about 1/(items·H(items))
+// of the clicks, so that many clicks see every item of the catalogue (the
+// model then knows all of it), and plain ALS (no next-item epochs) trains
+// them in about 6 s on 2 cores.
+const DefaultTrainClicksPerItem = 100
 
 // DefaultConfig returns a steady run of 1,000 synthetic events/s for 60 s
 // against one spawned worker, judged by DefaultSLA.
@@ -117,6 +145,7 @@ func DefaultConfig() Config {
 		OutOfOrderness: hotpath.DefaultConfig().OutOfOrderness,
 		SLA:            DefaultSLA(),
 		OutDir:         "out/loadtest",
+		Redis:          redisutil.Config{Addr: "127.0.0.1:6379", DialTimeout: 5 * time.Second},
 	}
 }
 
@@ -174,6 +203,32 @@ func (c *Config) Validate() error {
 	}
 	if c.SpawnWorkers == 0 && c.Group == "" {
 		bad("with running workers (no spawned ones), the group must name theirs")
+	}
+	workerModel := hasFlag(c.WorkerFlags, "model-dir")
+	switch {
+	case c.NoModel && (c.ModelDir != "" || workerModel):
+		bad("--no-model and --model-dir exclude each other")
+	case c.ModelDir != "" && workerModel:
+		bad("--model-dir is given twice, to the load test and in --worker-flag: give it once")
+	case c.ModelDir != "" && c.SpawnWorkers == 0:
+		bad("--model-dir is for spawned workers; running workers serve the model they were started with")
+	}
+	for _, name := range []string{"no-model", "no-redis"} {
+		if hasFlag(c.WorkerFlags, name) {
+			bad("pass --%s to the load test, not in --worker-flag: it decides what the workers are given and what the report says", name)
+		}
+	}
+	if c.TrainClicks < 0 {
+		bad("train clicks must not be negative, got %d", c.TrainClicks)
+	}
+	if c.TrainClicks > 0 && (c.NoModel || c.ModelDir != "" || workerModel || c.SpawnWorkers == 0) {
+		bad("--train-clicks is for the model the load test trains for its spawned workers, not with --no-model, --model-dir or running workers")
+	}
+	if !(c.SLA.MinModelShare >= 0 && c.SLA.MinModelShare <= 1) {
+		bad("the minimum model share must be in [0, 1], got %v", c.SLA.MinModelShare)
+	}
+	if c.SpawnWorkers > 0 && !c.NoRedis && c.Redis.Addr == "" {
+		bad("--redis-addr is empty: give the address of a redis-server, or --no-redis")
 	}
 	if c.WarmupEvents < 1 || !(c.WarmupRate > 0) {
 		bad("warm-up needs at least 1 event at a positive rate")
@@ -255,6 +310,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		return nil, err
 	}
 	var notes []string
+	// The servers first, so that a missing one fails in a second, not after
+	// the model is trained.
+	redisRep := RedisReport{Detail: "running workers: not known to the load test"}
+	if spawn {
+		if redisRep, err = checkRedis(ctx, &cfg); err != nil {
+			return nil, err
+		}
+	}
 	if len(cfg.Kafka.Brokers) == 0 {
 		emb, err := kafkautil.StartEmbedded(&cfg.Kafka, topics)
 		if err != nil {
@@ -281,7 +344,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		return nil, fmt.Errorf("preparing topics: %w", err)
 	}
 
-	warmSrc, err := gen.NewSynthetic(gen.Config{Seed: cfg.Shop.Seed ^ 0x5eed_0f_3a11, Users: cfg.Shop.Users, Items: cfg.Shop.Items, Categories: cfg.Shop.Categories})
+	warmSrc, err := gen.NewSynthetic(gen.Config{Seed: cfg.Shop.Seed ^ 0x5eed_0f_3a11, CatalogueSeed: catalogueSeed(cfg.Shop),
+		Users: cfg.Shop.Users, Items: cfg.Shop.Items, Categories: cfg.Shop.Categories})
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +364,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		fleet   *Fleet
 		workers = WorkerReport{Mode: "external", ExactlyOnce: !cfg.AtLeastOnce}
 	)
+	modelRep := ModelReport{Source: ModelExternal}
 	if spawn {
+		var modelArgs []string
+		if modelRep, modelArgs, err = prepareModel(ctx, &cfg, log); err != nil {
+			return nil, err
+		}
+		if cfg.NoModel && cfg.NoRedis {
+			notes = append(notes, "--no-model and --no-redis: the broker path only (no scoring, no feature store), every recommendation the popularity fallback")
+		}
 		bin := cfg.ClickrecBin
 		if bin == "" {
 			if bin, err = os.Executable(); err != nil {
@@ -309,13 +381,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		}
 		args := []string{
 			"--kafka-brokers", cfg.Kafka.Brokers.String(), "--kafka-partitions", strconv.Itoa(cfg.Kafka.Partitions),
-			"--group", cfg.Group, "--topic-prefix", cfg.TopicPrefix, "--no-redis",
+			"--group", cfg.Group, "--topic-prefix", cfg.TopicPrefix,
 			"--out-of-orderness", cfg.OutOfOrderness.String(),
 			"--exactly-once=" + strconv.FormatBool(!cfg.AtLeastOnce),
 		}
 		args = append(args, cfg.KafkaFlags...)
+		env := cfg.WorkerEnv
+		if cfg.NoRedis {
+			args = append(args, "--no-redis")
+		} else {
+			args = append(args, "--no-redis=false", "--redis-addr", cfg.Redis.Addr)
+			args = append(args, cfg.RedisFlags...)
+			if cfg.Redis.Password != "" { // in the environment, not on a command line others can read
+				env = append(slices.Clip(env), "CLICKREC_REDIS_PASSWORD="+cfg.Redis.Password)
+			}
+		}
+		args = append(args, modelArgs...)
 		fleet, err = StartFleet(FleetConfig{
-			Bin: bin, Count: cfg.SpawnWorkers, Args: append(args, cfg.WorkerFlags...), Env: cfg.WorkerEnv,
+			Bin: bin, Count: cfg.SpawnWorkers, Args: append(args, cfg.WorkerFlags...), Env: env,
 			LogDir: filepath.Join(cfg.OutDir, "workers-"+strings.TrimSuffix(cfg.TopicPrefix, "-")), Instance: cfg.TopicPrefix,
 		}, log)
 		if err != nil {
@@ -329,9 +412,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 			return nil, err
 		}
 		workers = WorkerReport{Mode: "spawned", ExactlyOnce: !cfg.AtLeastOnce, Count: cfg.SpawnWorkers, Instances: fleet.Instances(), Logs: fleet.Logs()}
-		if !hasFlag(cfg.WorkerFlags, "model-dir") {
-			notes = append(notes, "spawned workers got no --model-dir and run with --no-redis (no model registry, no popularity table), so every recommendation is the empty popularity fallback: model scoring is not in these latencies")
-		}
 	}
 
 	prod, err := kgo.NewClient(append(cfg.Kafka.Opts("clickrec-loadtest-gen"),
@@ -457,6 +537,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r.EventsTopic, r.RecsTopic, r.Group = string(topics.Events), string(topics.Recs), cfg.Group
 	r.Workers = workers
 	r.ExactlyOnce = workers.ExactlyOnce
+	r.Model, r.Redis = modelRep, redisRep
+	r.judgeModel = modelRep.Served || !spawn && cfg.ExpectModel
 	if fleet != nil {
 		r.Workers.Restarts, r.Workers.UnexpectedExits = fleet.Stats()
 		if r.Workers.UnexpectedExits > 0 {

@@ -84,7 +84,7 @@ func (r *outputReader) run(ctx context.Context) {
 				if rec.Attrs.IsControl() {
 					continue
 				}
-				outs = append(outs, Output{EventID: eventIDOf(rec.Value), ProcessedAtMs: processedAtOf(rec.Value)})
+				outs = append(outs, Output{EventID: eventIDOf(rec.Value), ProcessedAtMs: processedAtOf(rec.Value), Strategy: strategyOf(rec.Value)})
 			}
 		})
 		if len(outs) > 0 {

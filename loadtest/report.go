@@ -8,10 +8,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/clickrec/clickrec/hotpath"
 )
 
 // SLA holds the thresholds that decide a run's verdict and exit code. A zero
@@ -24,11 +27,27 @@ type SLA struct {
 	// MinRate (ramp only): the highest step rate meeting the SLA must be at
 	// least this many events per second. 0: any passing step will do.
 	MinRate float64
+	// MinModelShare: when the workers serve a model, at least this share
+	// (0–1) of the measured clicks' recommendations must come from it
+	// (strategy "model"), so a run whose workers silently fell back to
+	// popularity fails instead of passing with the fallback's latency.
+	MinModelShare float64
 }
 
+// DefaultMinModelShare is SLA.MinModelShare unless given. A model that knows
+// the catalogue scores nearly every click (the hot path falls back only when
+// no item of the shopper's recent events is known to it: 99 % and more of the
+// clicks with the load test's own model); a missing or mismatched model gives
+// about 0 %. Half tells the two apart with room for a --model-dir trained on
+// less of the catalogue.
+const DefaultMinModelShare = 0.5
+
 // DefaultSLA is the project's SLA (DESIGN.md, R10): p95 < 75 ms, p99 < 150 ms,
-// nothing missing, nothing doubled, nothing unexpected.
-func DefaultSLA() SLA { return SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond} }
+// nothing missing, nothing doubled, nothing unexpected; and, when a model is
+// served, at least DefaultMinModelShare of the recommendations from it.
+func DefaultSLA() SLA {
+	return SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond, MinModelShare: DefaultMinModelShare}
+}
 
 // ErrSLA is wrapped by the error a run returns when it breached its SLA.
 var ErrSLA = errors.New("SLA not met")
@@ -158,6 +177,91 @@ func (w WorkerReport) guarantee() string {
 	return "at-least-once (--exactly-once=false: duplicates after a crash are expected)"
 }
 
+// Model sources (ModelReport.Source).
+const (
+	ModelTrained    = "trained"     // trained by the load test on the traffic's history
+	ModelDir        = "model-dir"   // --model-dir
+	ModelWorkerFlag = "worker-flag" // --worker-flag=--model-dir=…
+	ModelNone       = "none"        // --no-model
+	ModelExternal   = "external"    // running workers: whatever they serve
+)
+
+// ModelReport says which model the workers served.
+type ModelReport struct {
+	// Served: the load test had the spawned workers serve a model (false
+	// with --no-model, and for running workers, whose model it does not
+	// know), so the model share is judged.
+	Served  bool   `json:"served"`
+	Source  string `json:"source"` // ModelTrained, ModelDir, …
+	Dir     string `json:"dir,omitempty"`
+	Version string `json:"version,omitempty"`
+	Items   int    `json:"items,omitempty"`  // items the model knows
+	Scorer  string `json:"scorer,omitempty"` // onnx (ONNX Runtime) or go
+	// CatalogueItems is the number of items the traffic can click on (the
+	// synthetic shop's --items; the Taobao replay's distinct items) and
+	// CatalogueKnown how many of them the model knows. A click whose
+	// shopper's recent items are all unknown gets the popularity fallback.
+	CatalogueItems int `json:"catalogue_items,omitempty"`
+	CatalogueKnown int `json:"catalogue_known,omitempty"`
+	// Training, when the load test trained the model.
+	TrainClicks   int     `json:"train_clicks,omitempty"`
+	TrainSessions int     `json:"train_sessions,omitempty"`
+	TrainS        float64 `json:"train_s,omitempty"`
+	Note          string  `json:"note,omitempty"`
+}
+
+// RedisReport says whether the workers wrote the Redis feature store.
+type RedisReport struct {
+	Used   bool   `json:"used"`
+	Addr   string `json:"addr,omitempty"`
+	DB     int    `json:"db,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func (m ModelReport) describe() string {
+	var sb strings.Builder
+	switch m.Source {
+	case ModelNone:
+		return "none (--no-model): every recommendation is the popularity fallback; the model share is not judged"
+	case ModelExternal:
+		return "whatever the running workers serve (not known to the load test)"
+	case ModelTrained:
+		fmt.Fprintf(&sb, "trained on %s clicks (%s sessions) of the traffic's history in %.1f s, ", thousands(float64(m.TrainClicks)), thousands(float64(m.TrainSessions)), m.TrainS)
+	case ModelDir:
+		sb.WriteString("from --model-dir, ")
+	case ModelWorkerFlag:
+		sb.WriteString("from --worker-flag --model-dir, ")
+	}
+	fmt.Fprintf(&sb, "version %s, %s items", m.Version, thousands(float64(m.Items)))
+	if m.CatalogueItems > 0 {
+		fmt.Fprintf(&sb, " (%s of the catalogue's %s)", thousands(float64(m.CatalogueKnown)), thousands(float64(m.CatalogueItems)))
+	}
+	if m.Scorer != "" {
+		fmt.Fprintf(&sb, ", scorer %s", m.Scorer)
+	}
+	if m.Dir != "" {
+		fmt.Fprintf(&sb, "; %s", m.Dir)
+	}
+	if m.Note != "" {
+		fmt.Fprintf(&sb, " (%s)", m.Note)
+	}
+	return sb.String()
+}
+
+func (r RedisReport) describe() string {
+	s := "off"
+	if r.Used {
+		s = r.Addr
+		if r.DB != 0 {
+			s += fmt.Sprintf(" db %d", r.DB)
+		}
+	}
+	if r.Detail != "" {
+		s += ": " + r.Detail
+	}
+	return s
+}
+
 // CPUReport says how busy the machine was while the run was measured (from
 // its start to the end of the drain): the CPU the load test and the spawned
 // workers used, in cores, and the machine's load, which other processes
@@ -191,6 +295,9 @@ type Thresholds struct {
 	MaxDuplicates int64    `json:"max_duplicates"`
 	MaxUnexpected int64    `json:"max_unexpected"`
 	MinRate       *float64 `json:"min_rate,omitempty"`
+	// MinModelShare is null when the model share is not judged (no model
+	// served, or running workers without --sla-min-model-share).
+	MinModelShare *float64 `json:"min_model_share"`
 }
 
 // Verdict is the SLA outcome.
@@ -212,6 +319,8 @@ type Report struct {
 	// ExactlyOnce says whether the workers ran exactly-once (--exactly-once).
 	ExactlyOnce bool         `json:"exactly_once"`
 	Workers     WorkerReport `json:"workers"`
+	Model       ModelReport  `json:"model"`
+	Redis       RedisReport  `json:"redis"`
 
 	DurationS    float64 `json:"duration_s"` // planned
 	ElapsedS     float64 `json:"elapsed_s"`  // from the start to the last send
@@ -229,6 +338,13 @@ type Report struct {
 	Unexpected int64 `json:"unexpected"` // recommendations for events owed none, warm-up included
 	Unknown    int64 `json:"unknown"`    // recommendations whose event_id this run never sent
 	ReusedIDs  int64 `json:"reused_ids,omitempty"`
+
+	// Strategies counts the first recommendation of every measured click by
+	// its strategy field: model, category_popular, global_popular ("" when
+	// a record had none). ModelShare is the share of "model" among them
+	// (null when none was read).
+	Strategies map[string]int64 `json:"strategies"`
+	ModelShare *float64         `json:"model_share"`
 
 	Late    LateReport    `json:"late"`
 	Invalid InvalidReport `json:"invalid"`
@@ -256,8 +372,9 @@ type Report struct {
 	Plots       []string `json:"plots,omitempty"`
 	Notes       []string `json:"notes,omitempty"`
 
-	hist *hdrhistogram.Histogram // overall latency, for the distribution plot
-	sla  SLA
+	hist       *hdrhistogram.Histogram // overall latency, for the distribution plot
+	sla        SLA
+	judgeModel bool // judge the model share against sla.MinModelShare
 }
 
 // analyze computes the counts, latencies, phases and timeline of the events
@@ -265,7 +382,9 @@ type Report struct {
 func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA) *Report {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	r := &Report{ExactlyOnce: true, hist: newLatencyHistogram(3), sla: sla, Unknown: tr.unknown, ReusedIDs: tr.reused}
+	r := &Report{ExactlyOnce: true, hist: newLatencyHistogram(3), sla: sla, Unknown: tr.unknown, ReusedIDs: tr.reused,
+		Strategies: map[string]int64{}}
+	byStrategy := make([]int64, len(tr.strategies))
 	startNs := tr.Since(start)
 	d := plan.Duration()
 	r.DurationS = d.Seconds()
@@ -358,6 +477,9 @@ func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA
 				r.Matched++
 			}
 		}
+		if e.n > 0 {
+			byStrategy[e.strategy]++
+		}
 		if e.n > 0 && e.expect != ExpectNone {
 			lat := e.first - e.intended
 			recordNs(r.hist, lat)
@@ -376,6 +498,17 @@ func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA
 		}
 	}
 	flush()
+	var total int64
+	for i, n := range byStrategy {
+		if n > 0 {
+			r.Strategies[tr.strategies[i]] = n
+			total += n
+		}
+	}
+	if total > 0 {
+		x := round3(float64(r.Strategies[hotpath.StrategyModel]) / float64(total))
+		r.ModelShare = &x
+	}
 	for i := range pts {
 		pts[i].TS = float64(i) * bucket.Seconds()
 	}
@@ -499,6 +632,11 @@ func (r *Report) judge(ramp bool, extra []string) {
 		r.Notes = append(r.Notes, fmt.Sprintf("interrupted: the %d unanswered clicks were not drained, so they are not judged as missing", r.Missing))
 	}
 	b = s.judgeCounts(missing, r.Duplicates, r.Unexpected, b)
+	if r.judgeModel {
+		x := s.MinModelShare
+		v.Thresholds.MinModelShare = &x
+		b = r.judgeModelShare(b)
+	}
 	if r.Sent == 0 {
 		b = append(b, "no events were sent")
 	}
@@ -509,6 +647,56 @@ func (r *Report) judge(ramp bool, extra []string) {
 		v.Breaches = []string{}
 	}
 	r.SLA = v
+}
+
+// judgeModelShare appends a breach to b if too few recommendations came
+// from the model the workers were asked to serve.
+func (r *Report) judgeModelShare(b []string) []string {
+	want := r.sla.MinModelShare
+	switch {
+	case r.ModelShare == nil:
+		return append(b, "no recommendation was read, so the model share could not be measured")
+	case r.Strategies[hotpath.StrategyModel] == 0:
+		return append(b, fmt.Sprintf("no recommendation came from the model (%s), want ≥ %.0f%% with strategy model: did the workers load it? (see their logs)",
+			r.strategyMix(), 100*want))
+	case *r.ModelShare < want:
+		return append(b, fmt.Sprintf("model share %.1f%% < %.0f%% (%s): the workers fell back to popularity for most clicks",
+			100**r.ModelShare, 100*want, r.strategyMix()))
+	}
+	return b
+}
+
+// strategyMix formats the strategy counts, model first, then by count.
+func (r *Report) strategyMix() string {
+	if len(r.Strategies) == 0 {
+		return "none read"
+	}
+	names := make([]string, 0, len(r.Strategies))
+	var total int64
+	for name, n := range r.Strategies {
+		names = append(names, name)
+		total += n
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := names[i], names[j]
+		if (a == hotpath.StrategyModel) != (b == hotpath.StrategyModel) {
+			return a == hotpath.StrategyModel
+		}
+		if r.Strategies[a] != r.Strategies[b] {
+			return r.Strategies[a] > r.Strategies[b]
+		}
+		return a < b
+	})
+	parts := make([]string, len(names))
+	for i, name := range names {
+		label := name
+		if label == "" {
+			label = "(no strategy field)"
+		}
+		n := r.Strategies[name]
+		parts[i] = fmt.Sprintf("%s %s (%.1f%%)", label, thousands(float64(n)), 100*float64(n)/float64(total))
+	}
+	return strings.Join(parts, " · ")
 }
 
 // Err returns nil if the run met its SLA, else an error wrapping ErrSLA that
@@ -543,6 +731,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Scenario, r.Source, thousands(r.RateTarget), thousands(r.RatePeak), time.Duration(r.DurationS*float64(time.Second)).Round(time.Millisecond))
 	p("  hot path ........ %d worker(s), %s, %s; group %s\n", r.Workers.Count, r.Workers.Mode, r.Workers.guarantee(), r.Group)
 	p("  topics .......... %s → %s (read_committed)\n", r.EventsTopic, r.RecsTopic)
+	p("  model ........... %s\n", r.Model.describe())
+	p("  redis ........... %s\n", r.Redis.describe())
 	p("  sent ............ %s events in %.1f s = %s ev/s achieved; generator behind schedule p99 %.1f ms, max %.1f ms\n",
 		thousands(float64(r.Sent)), r.ElapsedS, thousands(r.RateAchieved), r.Generator.BehindP99Ms, r.Generator.BehindMaxMs)
 	if r.Generator.Stopped != "" {
@@ -557,6 +747,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Invalid.Sent > 0 {
 		p("  invalid events .. %d sent, %d wrongly answered\n", r.Invalid.Sent, r.Invalid.WithOutput)
 	}
+	p("  strategies ...... %s\n", r.strategyMix())
 	l := r.Latency
 	p("  latency (ms) .... p50 %.2f  p90 %.2f  p95 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%d, from intended send time to read_committed read)\n",
 		l.P50, l.P90, l.P95, l.P99, l.P999, l.Max, l.Count)
@@ -629,6 +820,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	th = append(th, fmt.Sprintf("missing ≤ %d", t.MaxMissing), fmt.Sprintf("duplicates ≤ %d", t.MaxDuplicates), fmt.Sprintf("unexpected ≤ %d", t.MaxUnexpected))
 	if t.MinRate != nil {
 		th = append(th, fmt.Sprintf("a step of ≥ %s ev/s passes", thousands(*t.MinRate)))
+	}
+	if t.MinModelShare != nil {
+		th = append(th, fmt.Sprintf("model share ≥ %.0f%%", 100**t.MinModelShare))
 	}
 	p("  SLA ............. %s\n", strings.Join(th, ", "))
 	for _, n := range r.Notes {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clickrec/clickrec/gen"
+	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 )
 
@@ -114,6 +116,127 @@ func TestEventIDOf(t *testing.T) {
 		if string(got) != tc.want || (tc.want == "") != (got == nil) {
 			t.Errorf("eventIDOf(%s) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestStrategyOf(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"event_id":"7-12","user_id":"u1","items":[{"item_id":3,"score":0.5}],"strategy":"model","model_version":"v1","event_time_ms":1}`, "model"},
+		{`{"event_id":"7-12","items":[],"strategy":"global_popular","model_version":""}`, "global_popular"},
+		{`{"strategy" : "category_popular"}`, "category_popular"},
+		{`{"event_id":"7-12","items":[]}`, ""},
+		{`not json`, ""},
+	} {
+		got := strategyOf([]byte(tc.in))
+		if string(got) != tc.want || (tc.want == "") != (got == nil) {
+			t.Errorf("strategyOf(%s) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// strategyRun is a run of 100 on-time clicks whose recommendations have
+// the given strategies (one per click, "-" for none read), after a warm-up
+// click answered by the model.
+func strategyRun(t *testing.T, strategies func(i int) string) (*Tracker, *Plan, time.Time) {
+	t.Helper()
+	origin := time.Unix(1_700_000_000, 0)
+	tr := NewTracker(origin, 200)
+	tr.Add("w-0", origin, origin, KindOK, ExpectOne, true)
+	tr.SealWarmup()
+	tr.ReceivedOutputs([]Output{{EventID: []byte("w-0"), Strategy: []byte(hotpath.StrategyModel)}}, origin.Add(time.Millisecond))
+	start := origin.Add(time.Second)
+	plan, err := SteadyPlan(100, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		id := fmt.Sprintf("e-%d", i)
+		at := start.Add(time.Duration(i) * 10 * time.Millisecond)
+		tr.Add(id, at, at, KindOK, ExpectOne, false)
+		st := strategies(i)
+		if st == "-" {
+			continue
+		}
+		// A duplicate with another strategy counts once, as its first.
+		tr.ReceivedOutputs([]Output{{EventID: []byte(id), Strategy: []byte(st)}, {EventID: []byte(id), Strategy: []byte("dup")}}, at.Add(5*time.Millisecond))
+	}
+	return tr, plan, start
+}
+
+// TestModelShareVerdict: a run that served a model fails when its
+// recommendations did not come from the model, and passes when enough did;
+// without a model (or with running workers, unless asked) it is not judged.
+func TestModelShareVerdict(t *testing.T) {
+	sla := DefaultSLA()
+	sla.MaxDuplicates = 100
+	judged := func(tr *Tracker, plan *Plan, start time.Time, s SLA, model bool) *Report {
+		r := analyze(tr, plan, start, false, s)
+		r.judgeModel = model
+		r.judge(false, nil)
+		return r
+	}
+
+	// Only the popularity fallback answered, although a model was served.
+	fallback := func(i int) string {
+		if i%4 == 0 {
+			return hotpath.StrategyGlobalPopular
+		}
+		return hotpath.StrategyCategoryPopular
+	}
+	tr, plan, start := strategyRun(t, fallback)
+	r := judged(tr, plan, start, sla, true)
+	if want := map[string]int64{hotpath.StrategyCategoryPopular: 75, hotpath.StrategyGlobalPopular: 25}; !maps.Equal(r.Strategies, want) {
+		t.Fatalf("strategies %v, want %v (warm-up and duplicates excluded)", r.Strategies, want)
+	}
+	if r.ModelShare == nil || *r.ModelShare != 0 {
+		t.Fatalf("model share %v, want 0", r.ModelShare)
+	}
+	if r.SLA.Passed || len(r.SLA.Breaches) != 1 || !strings.Contains(r.SLA.Breaches[0], "no recommendation came from the model") ||
+		cli.ExitCode(r.Err()) != 1 {
+		t.Fatalf("verdict %+v (exit code %d), want one breach: no model recommendations", r.SLA, cli.ExitCode(r.Err()))
+	}
+	if r.SLA.Thresholds.MinModelShare == nil || *r.SLA.Thresholds.MinModelShare != DefaultMinModelShare {
+		t.Fatalf("threshold %v, want %v", r.SLA.Thresholds.MinModelShare, DefaultMinModelShare)
+	}
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"strategies ...... category_popular 75 (75.0%) · global_popular 25 (25.0%)", "model share ≥ 50%", "FAIL: no recommendation came from the model"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, text.String())
+		}
+	}
+	// The same run without a model: nothing to judge.
+	if r := judged(tr, plan, start, sla, false); !r.SLA.Passed || r.SLA.Thresholds.MinModelShare != nil {
+		t.Fatalf("without a model: verdict %+v", r.SLA)
+	}
+
+	// 60 of 100 from the model: passes at 50 %, fails at 70 %.
+	tr, plan, start = strategyRun(t, func(i int) string {
+		if i < 60 {
+			return hotpath.StrategyModel
+		}
+		return hotpath.StrategyCategoryPopular
+	})
+	if r := judged(tr, plan, start, sla, true); !r.SLA.Passed || *r.ModelShare != 0.6 {
+		t.Fatalf("60%% model: share %v, verdict %+v", *r.ModelShare, r.SLA)
+	}
+	strict := sla
+	strict.MinModelShare = 0.7
+	r = judged(tr, plan, start, strict, true)
+	if r.SLA.Passed || len(r.SLA.Breaches) != 1 || !strings.Contains(r.SLA.Breaches[0], "model share 60.0% < 70%") {
+		t.Fatalf("60%% model at 70%%: verdict %+v", r.SLA)
+	}
+	if got := r.strategyMix(); got != "model 60 (60.0%) · category_popular 40 (40.0%)" {
+		t.Fatalf("strategy mix %q", got)
+	}
+
+	// Nothing answered: the share cannot be measured, which fails too.
+	tr, plan, start = strategyRun(t, func(int) string { return "-" })
+	r = judged(tr, plan, start, SLA{MaxMissing: 100, MinModelShare: 0.5}, true)
+	if r.ModelShare != nil || r.SLA.Passed || len(r.SLA.Breaches) != 1 || !strings.Contains(r.SLA.Breaches[0], "model share could not be measured") {
+		t.Fatalf("nothing answered: share %v, verdict %+v", r.ModelShare, r.SLA)
 	}
 }
 
@@ -373,6 +496,20 @@ func checkJSONKeys(t *testing.T, path string) map[string]any {
 	sla, _ := m["sla"].(map[string]any)
 	if _, ok := sla["passed"].(bool); !ok {
 		t.Errorf("report key sla.passed missing: %v", sla)
+	}
+	if _, ok := m["strategies"].(map[string]any); !ok {
+		t.Errorf("report key strategies missing: %v", m["strategies"])
+	}
+	if _, ok := m["model_share"]; !ok {
+		t.Errorf("report key model_share missing")
+	}
+	mod, _ := m["model"].(map[string]any)
+	if _, ok := mod["served"].(bool); !ok {
+		t.Errorf("report key model.served missing: %v", mod)
+	}
+	red, _ := m["redis"].(map[string]any)
+	if _, ok := red["used"].(bool); !ok {
+		t.Errorf("report key redis.used missing: %v", red)
 	}
 	return m
 }

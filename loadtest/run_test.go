@@ -27,7 +27,9 @@ import (
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/internal/redisutil"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/model"
 )
 
 // workerEnv makes the test binary act as `clickrec hotpath` (see TestMain),
@@ -44,25 +46,35 @@ func TestMain(m *testing.M) {
 
 // testWorkerMain is a hot path worker process with the flags the load test
 // passes to `clickrec hotpath`: a real hotpath.Worker, a popularity table,
-// /readyz, a graceful stop on SIGTERM.
+// the --model-dir model (scored by the pure-Go scorer whatever --scorer
+// says), the Redis feature store unless --no-redis, /readyz, a graceful stop
+// on SIGTERM.
 func testWorkerMain(args []string) int {
 	if len(args) == 0 || args[0] != "hotpath" {
 		fmt.Fprintln(os.Stderr, "test worker: want `hotpath [flags]`, got", args)
 		return 2
 	}
 	var (
-		kcfg    kafkautil.Config
-		cfg     = hotpath.DefaultConfig()
-		addr    string
-		noRedis bool
-		logging cli.Logging
+		kcfg     kafkautil.Config
+		rcfg     redisutil.Config
+		cfg      = hotpath.DefaultConfig()
+		addr     string
+		noRedis  bool
+		noModel  bool
+		modelDir string
+		scorer   string
+		logging  cli.Logging
 	)
 	fs := cli.NewFlagSet("hotpath", "test worker")
 	kcfg.Register(fs)
+	rcfg.Register(fs)
 	cfg.Register(fs)
 	logging.Register(fs)
 	fs.StringVar(&addr, "http-addr", "127.0.0.1:0", "")
 	fs.BoolVar(&noRedis, "no-redis", false, "")
+	fs.BoolVar(&noModel, "no-model", false, "")
+	fs.StringVar(&modelDir, "model-dir", "", "")
+	fs.StringVar(&scorer, "scorer", "onnx", "")
 	if err := fs.Parse(args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
 		return 2
@@ -70,12 +82,37 @@ func testWorkerMain(args []string) int {
 	log, _ := logging.Logger()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	w, err := hotpath.New(cfg, kcfg, hotpath.Options{Logger: log})
+	opts := hotpath.Options{Logger: log}
+	if !noRedis {
+		rc := rcfg.Client()
+		defer rc.Close()
+		if err := redisutil.Ping(ctx, &rcfg, rc); err != nil {
+			fmt.Fprintln(os.Stderr, "test worker:", err)
+			return 2
+		}
+		opts.Redis = rc
+	}
+	w, err := hotpath.New(cfg, kcfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
 		return 1
 	}
 	w.SetPopularity(testPopularity())
+	if modelDir != "" && !noModel {
+		m, md, err := model.Load(modelDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test worker:", err)
+			return 2
+		}
+		m.Version = md.Version
+		sc, err := model.NewScorer(m)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test worker:", err)
+			return 1
+		}
+		w.SetServing(&hotpath.Serving{Version: md.Version, Model: m, Scorer: sc})
+		log.Info("test worker serves a model", "version", md.Version, "items", m.NumItems())
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test worker:", err)
@@ -111,7 +148,10 @@ func testConfig(t *testing.T, kcfg kafkautil.Config) Config {
 	cfg.Kafka = kcfg
 	cfg.Rate, cfg.Duration = 400, 2*time.Second
 	cfg.Shop.Users = 500
+	cfg.Shop.Items = 2000 // the model the load test trains on 200,000 clicks knows all of them in about a second
 	cfg.Shop.InvalidShare = 0.05
+	cfg.NoRedis = true // the tests that need Redis ask testenv for it
+	cfg.WorkerFlags = []string{"--scorer=go"}
 	cfg.WarmupEvents, cfg.WarmupRate = 100, 500
 	cfg.ReadyTimeout, cfg.DrainTimeout = 30*time.Second, 30*time.Second
 	cfg.ProgressEvery = 500 * time.Millisecond
@@ -352,7 +392,7 @@ func TestChaosWithSpawnedWorkers(t *testing.T) {
 	cfg.Rate, cfg.Duration, cfg.KillEvery = 300, 3*time.Second, time.Second
 	cfg.ClickrecBin = os.Args[0]
 	cfg.WorkerEnv = []string{workerEnv + "=1"}
-	cfg.WorkerFlags = []string{"--session-timeout=6s", "--txn-timeout=3s"} // 6 s: the broker's minimum
+	cfg.WorkerFlags = append(cfg.WorkerFlags, "--session-timeout=6s", "--txn-timeout=3s") // 6 s: the broker's minimum
 	r, err := Run(testenv.Context(t, 120*time.Second), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +405,10 @@ func TestChaosWithSpawnedWorkers(t *testing.T) {
 	}
 	if r.Missing != 0 || r.Duplicates != 0 || r.Unexpected != 0 || !r.Drain.Complete || !r.SLA.Passed {
 		t.Fatalf("missing %d dup %d unexpected %d drain %+v verdict %+v", r.Missing, r.Duplicates, r.Unexpected, r.Drain, r.SLA)
+	}
+	// Restarted workers serve the model too (they load it from the saved directory).
+	if !r.Model.Served || r.Model.Source != ModelTrained || r.ModelShare == nil || *r.ModelShare < 0.9 {
+		t.Fatalf("model %+v, share %v, strategies %v: want the trained model to answer", r.Model, r.ModelShare, r.Strategies)
 	}
 	if runtime.GOOS == "linux" && (r.CPU.WorkersCores == nil || *r.CPU.WorkersCores <= 0 || r.CPU.LoadtestCores <= 0 || r.CPU.Cores < 1) {
 		t.Fatalf("CPU report %+v: want the workers' and the load test's CPU", r.CPU)
@@ -421,20 +465,25 @@ func TestFleetStopsEveryChild(t *testing.T) {
 	}
 }
 
-// TestSteadyOnRealKafka runs a short steady load against the real broker
-// with a spawned worker (CI=true fails without the broker).
+// TestSteadyOnRealKafka runs the default pipeline against the real broker
+// and Redis: a spawned worker serving the model the load test trains on the
+// shop's history, writing the feature store. Every click is answered once,
+// nearly all by the model, and the feature store holds them (CI=true fails
+// without the broker or Redis).
 func TestSteadyOnRealKafka(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("spawns a worker against a real broker")
 	}
 	brokers := testenv.KafkaBrokers(t)
+	redisAddr := testenv.RedisAddr(t)
 	cfg := testConfig(t, kafkautil.Config{Brokers: brokers, Partitions: 4, ReplicationFactor: 1, DialTimeout: 10 * time.Second})
 	cfg.SpawnWorkers = 1
 	cfg.ClickrecBin = os.Args[0]
 	cfg.WorkerEnv = []string{workerEnv + "=1"}
+	cfg.NoRedis, cfg.Redis.Addr = false, redisAddr
 	cfg.Rate, cfg.Duration = 500, 3*time.Second
-	cfg.SLA = SLA{P95: 2 * time.Second, P99: 5 * time.Second} // shared CI machine: prove the mechanics, not the SLA
+	cfg.SLA = SLA{P95: 2 * time.Second, P99: 5 * time.Second, MinModelShare: DefaultMinModelShare} // shared CI machine: prove the mechanics, not the latency
 	r, err := Run(testenv.Context(t, 120*time.Second), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -444,5 +493,63 @@ func TestSteadyOnRealKafka(t *testing.T) {
 	t.Log(out.String())
 	if r.Sent != 1500 || r.Missing != 0 || r.Duplicates != 0 || r.Unexpected != 0 || !r.Drain.Complete || !r.SLA.Passed {
 		t.Fatalf("sent %d missing %d dup %d unexpected %d drain %+v verdict %+v", r.Sent, r.Missing, r.Duplicates, r.Unexpected, r.Drain, r.SLA)
+	}
+	m := r.Model
+	if !m.Served || m.Source != ModelTrained || m.Items != cfg.Shop.Items || m.CatalogueItems != cfg.Shop.Items || m.CatalogueKnown != cfg.Shop.Items ||
+		m.TrainClicks != DefaultTrainClicksPerItem*cfg.Shop.Items || !strings.HasPrefix(m.Version, "loadtest-") || m.Scorer != "go" {
+		t.Fatalf("model %+v: want one trained on the history that knows the whole catalogue", m)
+	}
+	if _, _, err := model.Load(m.Dir); err != nil {
+		t.Fatalf("the trained model was not saved: %v", err)
+	}
+	// Every session includes its current click, whose item the model knows.
+	if r.ModelShare == nil || *r.ModelShare < 0.99 || r.SLA.Thresholds.MinModelShare == nil {
+		t.Fatalf("model share %v, strategies %v, thresholds %+v", r.ModelShare, r.Strategies, r.SLA.Thresholds)
+	}
+	if !r.Redis.Used || r.Redis.Addr != redisAddr {
+		t.Fatalf("redis %+v", r.Redis)
+	}
+	// The worker wrote the feature store: the newest recommendation of some
+	// of the shop's users carries this run's model version.
+	rcfg := cfg.Redis
+	rc := rcfg.Client()
+	defer rc.Close()
+	ctx := testenv.Context(t, 10*time.Second)
+	written := 0
+	for u := range cfg.Shop.Users {
+		recs, err := rc.HGet(ctx, hotpath.UserKey("u"+strconv.Itoa(u+1)), "recs").Result()
+		if err == nil && strings.Contains(recs, m.Version) {
+			written++
+		}
+	}
+	if written == 0 {
+		t.Fatalf("no user:{id} key in Redis at %s holds a recommendation of model %s", redisAddr, m.Version)
+	}
+	t.Logf("%d of %d users have this run's recommendations in Redis", written, cfg.Shop.Users)
+}
+
+// TestBrokerPathOnly runs spawned workers with --no-model and --no-redis on
+// the embedded broker: every answer is the popularity fallback, and that is
+// not judged.
+func TestBrokerPathOnly(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("spawns a process")
+	}
+	kcfg, _ := embedded(t, "unused-", 2)
+	cfg := testConfig(t, kcfg)
+	cfg.SpawnWorkers, cfg.NoModel, cfg.NoRedis = 1, true, true
+	cfg.ClickrecBin = os.Args[0]
+	cfg.WorkerEnv = []string{workerEnv + "=1"}
+	cfg.Rate, cfg.Duration = 200, time.Second
+	r, err := Run(testenv.Context(t, 90*time.Second), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.SLA.Passed || r.Model.Served || r.Model.Source != ModelNone || r.Redis.Used || r.SLA.Thresholds.MinModelShare != nil {
+		t.Fatalf("verdict %+v, model %+v, redis %+v", r.SLA, r.Model, r.Redis)
+	}
+	if r.Strategies[hotpath.StrategyModel] != 0 || r.Strategies[hotpath.StrategyGlobalPopular] != r.Matched {
+		t.Fatalf("strategies %v, want all %d global_popular", r.Strategies, r.Matched)
 	}
 }

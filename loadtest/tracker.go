@@ -74,7 +74,8 @@ type entry struct {
 	n        uint32
 	kind     Kind
 	expect   Expect
-	warm     bool // warm-up event, not measured
+	warm     bool  // warm-up event, not measured
+	strategy uint8 // of the first recommendation (n > 0): index into Tracker.strategies
 }
 
 // Tracker matches the recommendations read back to the events sent, by
@@ -88,6 +89,11 @@ type Tracker struct {
 	ev      []entry
 	unknown int64 // outputs whose event_id was never sent (or unreadable)
 	reused  int64 // event ids sent twice; the later send is not tracked
+
+	// strategies interns the strategy fields read ("model", …); entries
+	// refer to them by index. The last slot takes every further name.
+	strategies []string
+	strategyOf map[string]uint8
 
 	// progress since the last Live call
 	live     *hdrhistogram.Histogram
@@ -106,12 +112,34 @@ type Tracker struct {
 // NewTracker returns a tracker whose times count from origin.
 func NewTracker(origin time.Time, sizeHint int) *Tracker {
 	return &Tracker{
-		origin:   origin,
-		ids:      make(map[string]int32, sizeHint),
-		ev:       make([]entry, 0, sizeHint),
-		live:     newLatencyHistogram(3),
-		warmDone: make(chan struct{}),
+		origin:     origin,
+		ids:        make(map[string]int32, sizeHint),
+		ev:         make([]entry, 0, sizeHint),
+		live:       newLatencyHistogram(3),
+		warmDone:   make(chan struct{}),
+		strategyOf: map[string]uint8{},
 	}
+}
+
+// maxStrategies bounds the distinct strategy names kept; a worker writing
+// more than the hot path's three (and "" for none) is reported as "other".
+const maxStrategies = 16
+
+// strategyIndexLocked interns a strategy name. t.mu must be held.
+func (t *Tracker) strategyIndexLocked(name []byte) uint8 {
+	if i, ok := t.strategyOf[string(name)]; ok {
+		return i
+	}
+	if len(t.strategies) == maxStrategies-1 {
+		t.strategies = append(t.strategies, "other")
+	}
+	if len(t.strategies) == maxStrategies {
+		return maxStrategies - 1
+	}
+	i := uint8(len(t.strategies))
+	t.strategies = append(t.strategies, string(name))
+	t.strategyOf[string(name)] = i
+	return i
 }
 
 // Latencies are recorded in microseconds, from 1 µs to 10 minutes.
@@ -155,11 +183,13 @@ func (t *Tracker) Add(id string, intended, sent time.Time, kind Kind, expect Exp
 	}
 }
 
-// Output is a recommendation as read: its event id (nil if unreadable) and
-// the wall-clock time the worker stamped as processed_at_ms (0 if none).
+// Output is a recommendation as read: its event id (nil if unreadable), the
+// wall-clock time the worker stamped as processed_at_ms (0 if none) and its
+// strategy field (empty if none).
 type Output struct {
 	EventID       []byte
 	ProcessedAtMs int64
+	Strategy      []byte
 }
 
 // Received records recommendations read at time at, given their event ids
@@ -191,6 +221,7 @@ func (t *Tracker) ReceivedOutputs(outs []Output, at time.Time) {
 			continue
 		}
 		e.first = now
+		e.strategy = t.strategyIndexLocked(o.Strategy)
 		if o.ProcessedAtMs > 0 {
 			e.scored = o.ProcessedAtMs*int64(time.Millisecond) - originWall
 		}
@@ -349,6 +380,25 @@ func processedAtOf(v []byte) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
+}
+
+// strategyOf returns the strategy of a recommendation record (the hot path
+// writes "strategy":"…" after the items, which hold only numbers), or nil.
+func strategyOf(v []byte) []byte {
+	const key = `"strategy":"`
+	if i := bytes.Index(v, []byte(key)); i >= 0 {
+		rest := v[i+len(key):]
+		if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+			return rest[:j:j]
+		}
+	}
+	var o struct {
+		Strategy string `json:"strategy"`
+	}
+	if json.Unmarshal(v, &o) != nil || o.Strategy == "" {
+		return nil
+	}
+	return []byte(o.Strategy)
 }
 
 // eventIDOf returns the event_id of a recommendation record. The hot path
