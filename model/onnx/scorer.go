@@ -97,6 +97,11 @@ func NewScorer(modelBytes []byte, opts ScorerOptions) (*Scorer, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 64
+		if meta.Format == FormatRank {
+			// The gathered candidate rows ([B, C, K] floats) should stay in
+			// the cache: batches of 16 cost less per session than of 100.
+			opts.MaxBatch = 16
+		}
 	}
 	if opts.IntraOpThreads < 0 || opts.MaxBatch < 0 {
 		return nil, fmt.Errorf("onnx scorer: IntraOpThreads = %d and MaxBatch = %d, want >= 0", opts.IntraOpThreads, opts.MaxBatch)
