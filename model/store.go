@@ -43,8 +43,8 @@ type binHeader struct {
 	Items     int       `json:"items"`
 	Weighting Weighting `json:"weighting"`
 	// Format 2: retrieval.
-	Neighbors     int `json:"neighbors,omitempty"`
-	Popular       int `json:"popular,omitempty"`
+	Neighbors      int     `json:"neighbors,omitempty"`
+	Popular        int     `json:"popular,omitempty"`
 	MaxCandidates  int     `json:"max_candidates,omitempty"`
 	NeighborWeight float32 `json:"neighbor_weight,omitempty"`
 }
