@@ -92,6 +92,7 @@ func (m *modelFlags) load(ctx context.Context, w *hotpath.Worker, rc *redis.Clie
 		return err
 	}
 	if m.file != "" {
+		start := time.Now()
 		mdl, md, err := model.Load(m.file)
 		if err != nil {
 			return cli.Usagef("--model-dir %s: %v", m.file, err)
@@ -105,6 +106,8 @@ func (m *modelFlags) load(ctx context.Context, w *hotpath.Worker, rc *redis.Clie
 			return err
 		}
 		w.SetServing(s)
+		log.Info("model loaded", "dir", m.file, "version", v, "items", mdl.NumItems(), "retrieval", mdl.HasRetrieval(),
+			"scorer", m.scorer, "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
 	if rc == nil {
