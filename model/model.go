@@ -31,6 +31,9 @@ type Model struct {
 	Neighbors     []int32
 	Popular       []int32
 	MaxCandidates int
+	// RetrievalItems is how many of a session's newest items retrieval
+	// starts from (0: Weighting.MaxItems).
+	RetrievalItems int
 	// NeighborWeight weighs a candidate's neighbourhood score (see
 	// Candidates.Build) in its ranking score; 0 ranks by the factors alone.
 	NeighborWeight float32

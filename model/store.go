@@ -47,6 +47,7 @@ type binHeader struct {
 	Popular        int     `json:"popular,omitempty"`
 	MaxCandidates  int     `json:"max_candidates,omitempty"`
 	NeighborWeight float32 `json:"neighbor_weight,omitempty"`
+	RetrievalItems int     `json:"retrieval_items,omitempty"`
 }
 
 // ErrChecksum means the model bytes are corrupt or truncated.
@@ -58,7 +59,7 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 		return nil, err
 	}
 	hdr, err := json.Marshal(binHeader{Format: binFormat, Version: m.Version, K: m.K, Items: m.NumItems(), Weighting: m.Weighting,
-		Neighbors: m.NumNeighbors, Popular: len(m.Popular), MaxCandidates: m.MaxCandidates, NeighborWeight: m.NeighborWeight})
+		Neighbors: m.NumNeighbors, Popular: len(m.Popular), MaxCandidates: m.MaxCandidates, NeighborWeight: m.NeighborWeight, RetrievalItems: m.RetrievalItems})
 	if err != nil {
 		return nil, fmt.Errorf("model: header: %w", err)
 	}
@@ -117,7 +118,7 @@ func (m *Model) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("model: %d bytes of arrays, want %d for %d×%d", len(p), want, n, k)
 	}
 	out := Model{Version: h.Version, K: k, Weighting: h.Weighting, ItemIDs: make([]int64, n),
-		NumNeighbors: h.Neighbors, MaxCandidates: h.MaxCandidates, NeighborWeight: h.NeighborWeight}
+		NumNeighbors: h.Neighbors, MaxCandidates: h.MaxCandidates, NeighborWeight: h.NeighborWeight, RetrievalItems: h.RetrievalItems}
 	for i := range out.ItemIDs {
 		out.ItemIDs[i] = int64(binary.LittleEndian.Uint64(p[i*8:]))
 	}
