@@ -500,6 +500,14 @@ func cooccurrenceNeighbours(c *corpus, n int, cfg RetrievalConfig, workers int) 
 	return out
 }
 
+// WithoutRetrieval returns a copy of m (sharing its factors) that scores the
+// whole catalogue: what retrieval changes, side by side.
+func (m *Model) WithoutRetrieval() *Model {
+	c := *m
+	c.NumNeighbors, c.Neighbors, c.Popular, c.MaxCandidates, c.NeighborWeight, c.RetrievalItems = 0, nil, nil, 0, 0, 0
+	return &c
+}
+
 // AddRetrieval (re)builds m's retrieval tables from sessions, with items m does
 // not know dropped; it gives a model trained without retrieval, or with another
 // configuration, the candidates cfg describes.
@@ -508,7 +516,7 @@ func AddRetrieval(m *Model, sessions []Session, cfg RetrievalConfig, workers int
 		return err
 	}
 	if cfg.Neighbors == 0 {
-		m.NumNeighbors, m.Neighbors, m.Popular, m.MaxCandidates, m.RetrievalItems, m.NeighborWeight = 0, nil, nil, 0, 0, 0
+		*m = *m.WithoutRetrieval()
 		return nil
 	}
 	c := newCorpus(sessions, m.ItemIDs)

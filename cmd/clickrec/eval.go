@@ -185,9 +185,7 @@ with the train flags unless --model loads one).`)
 			if served.HasRetrieval() {
 				// The same factors ranking the whole catalogue: what retrieval costs
 				// (or gains) in quality.
-				full := *served
-				full.NumNeighbors, full.Neighbors, full.Popular, full.MaxCandidates, full.NeighborWeight = 0, nil, nil, 0, 0
-				fs, err := eval.NewServed(&full, eval.GoScorer)
+				fs, err := eval.NewServed(served.WithoutRetrieval(), eval.GoScorer)
 				if err != nil {
 					return err
 				}
