@@ -57,7 +57,7 @@
 //	outputs  top_items = GatherElements(candidates, pos, axis 1)   [B, k]
 //
 // C is the batch's longest candidate list rounded up to 64 (at most
-// model.MaxCandidates, 128 by default). ScorerOptions.Model must be the model
+// model.MaxCandidates, 64 by default). ScorerOptions.Model must be the model
 // the graph was exported from: the scorer needs its neighbour lists and checks
 // its item table against the graph's. Runs take at most 16 sessions by default
 // so the gathered rows stay in cache. model.GoScorer ranks the same candidates
@@ -112,12 +112,13 @@
 // candidate generation (item neighbours) and re-ranking keep the cost flat.
 //
 // The candidate-ranking graph (BenchmarkRank: model.Synthetic catalogues, K =
-// 64, 128 candidates, sessions of 20 items, batch 10, one thread, candidate
-// building included), per click: ONNX Runtime 4.0 / 4.8 / 6.2 µs at 10k /
-// 100k / 1M items, model.GoScorer 5.5 / 6.6 / 7.8 µs; the growth is memory
-// (the gathered rows come from a 2.5 MB table at 10k and a 256 MB one at 1M),
-// not arithmetic. Two intra-op threads made batches of 100 slower (8.0 against
-// 5.6 µs at 10k): the graph is too small to split.
+// 64, 64 candidates, sessions of 20 items, one thread, candidate building
+// included, each call on new sessions), per click: ONNX Runtime 5.2 / 7.1 /
+// 9.7 µs at 10k / 100k / 1M items (batch 10), model.GoScorer 5.3 / 12.9 /
+// 26.2 µs; the growth is memory latency (the gathered rows come from a 2.5 MB
+// table at 10k and a 256 MB one at 1M), not arithmetic: with one batch scored
+// over and over 1M items cost 3.3 µs. Two intra-op threads made batches of
+// 100 slower (5.8 against 4.2 µs at 10k): the graph is too small to split.
 // Creating a scorer (parse, optimize, warm) for the 50,000-item model (26 MB
 // of ONNX) takes ≈ 50 ms (BenchmarkNewScorer).
 package onnx
