@@ -34,6 +34,10 @@ type Config struct {
 	StateStore      string        // memory | encoded | pebble (see Store)
 	StateDir        string        // pebble: where the partitions' stores live
 	AtLeastOnce     bool          // no transactions: outputs first, then offsets (a crash may duplicate; for comparison)
+	// LeaveOnShutdown removes this static member from the group when the
+	// worker stops cleanly, so its partitions move at once; false keeps them
+	// reserved for SessionTimeout, for a restart of the same instance.
+	LeaveOnShutdown bool
 	Limits          struct {
 		MaxRecordBytes int
 		MaxFutureSkew  time.Duration
@@ -43,6 +47,8 @@ type Config struct {
 	RedisTTL time.Duration // TTL of user:{id} keys in Redis
 
 	DriftPublishEvery time.Duration // how often the live drift profile of the current minute is written to Redis
+
+	LagEvery time.Duration // how often the consumer lag gauge is computed from the group's committed offsets (0: only from fetched records)
 }
 
 // DefaultConfig returns the documented defaults (DESIGN.md).
@@ -64,12 +70,14 @@ func DefaultConfig() Config {
 		SecondPoll:      2 * time.Millisecond,
 		TxnTimeout:      10 * time.Second,
 		SessionTimeout:  10 * time.Second,
+		LeaveOnShutdown: true,
 		StateStore:      StoreMemory,
 		StateDir:        filepath.Join(os.TempDir(), "clickrec-hotpath-state"),
 		Topics:          kafkautil.DefaultTopics,
 		RedisTTL:        time.Hour,
 
 		DriftPublishEvery: 10 * time.Second,
+		LagEvery:          10 * time.Second,
 	}
 	c.Limits.MaxRecordBytes = 16 << 10
 	c.Limits.MaxFutureSkew = time.Minute
@@ -100,12 +108,16 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("max-poll-records", "CLICKREC_HOTPATH_MAX_POLL_RECORDS")
 	fs.DurationVar(&c.SecondPoll, "second-poll", c.SecondPoll, "after a poll returns records, poll again for at most this long before the transaction, so clicks that arrived during the last commit join it (0: off)")
 	fs.Env("second-poll", "CLICKREC_HOTPATH_SECOND_POLL")
-	fs.DurationVar(&c.TxnTimeout, "txn-timeout", c.TxnTimeout, "transaction timeout: the broker aborts a transaction of a dead worker after this")
+	fs.DurationVar(&c.TxnTimeout, "txn-timeout", c.TxnTimeout, "transaction timeout: the broker aborts a transaction of a dead worker after this. Any pair with --session-timeout is safe: whoever takes a dead worker's partitions reads their committed offsets (KIP-447 require-stable) and restores their state (read_committed) only once its open transaction is resolved, so nothing of it is lost or doubled; the partitions go unanswered for the longer of the two (unless the same --instance-id restarts: it aborts its predecessor's transaction at once)")
 	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
 	fs.Env("session-timeout", "CLICKREC_HOTPATH_SESSION_TIMEOUT")
+	fs.BoolVar(&c.LeaveOnShutdown, "leave-on-shutdown", c.LeaveOnShutdown, "on a clean stop (SIGTERM), remove this static member from the group so its partitions move to the others at once (a deploy, a scale-in); false keeps them reserved for --session-timeout, for a restart of the same --instance-id that should get them back without a rebalance")
+	fs.Env("leave-on-shutdown", "CLICKREC_HOTPATH_LEAVE_ON_SHUTDOWN")
 	fs.DurationVar(&c.DriftPublishEvery, "drift-publish-every", c.DriftPublishEvery, "how often the live drift profile of the current minute goes to Redis (drift:live:<minute>:<instance>, read by the CheckDrift workflow)")
 	fs.Env("drift-publish-every", "CLICKREC_HOTPATH_DRIFT_PUBLISH_EVERY")
+	fs.DurationVar(&c.LagEvery, "lag-every", c.LagEvery, "how often recsys_hotpath_consumer_lag is computed for every partition from the group's committed offsets, so a stuck worker shows (0: only from the records it fetches)")
+	fs.Env("lag-every", "CLICKREC_HOTPATH_LAG_EVERY")
 	fs.StringVar(&c.StateStore, "state-store", c.StateStore, "where user state lives between batches: memory (decoded, fastest, ≈ 3 KB per user with 20 recent events), encoded (the changelog encoding, ≈ 0.9 KB per user, decoded when a batch touches the user) or pebble (on local disk under --state-dir, for state larger than memory; rebuilt from the changelog on assignment)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "--state-store pebble: directory of the stores, one per worker instance and partition under <dir>/<instance-id>/ (wiped and rebuilt from the changelog; local disk)")
 	fs.Env("state-dir", "CLICKREC_HOTPATH_STATE_DIR")
@@ -172,6 +184,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AllowedLateness < 0 {
 		return cli.Usagef("--allowed-lateness must not be negative, got %v", c.AllowedLateness)
+	}
+	if c.LagEvery < 0 {
+		return cli.Usagef("--lag-every must not be negative (0 turns it off), got %v", c.LagEvery)
 	}
 	if c.Window%time.Millisecond != 0 || c.Window < time.Second {
 		return cli.Usagef("--window must be a whole number of milliseconds, at least 1s, got %v", c.Window)

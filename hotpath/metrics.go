@@ -12,6 +12,7 @@ type metrics struct {
 	dlq         *prometheus.CounterVec
 	batch       prometheus.Histogram
 	inference   prometheus.Histogram
+	scoreErrors prometheus.Counter
 	txnCommit   prometheus.Histogram
 	txns        *prometheus.CounterVec
 	lag         *prometheus.GaugeVec
@@ -41,6 +42,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events scored together per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		inference: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "recsys_hotpath_inference_seconds",
 			Help: "Model scoring time per batch.", Buckets: latencyBuckets}),
+		scoreErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "recsys_hotpath_scoring_errors_total",
+			Help: "Batches the model failed to score; their clicks got the popularity fallback."}),
 		txnCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "recsys_hotpath_txn_commit_seconds",
 			Help: "Time to flush and commit one transaction.", Buckets: latencyBuckets}),
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "recsys_hotpath_transactions_total",
@@ -69,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Users whose latest state is waiting to be written to Redis."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.e2e, m.events, m.dlq, m.batch, m.inference, m.txnCommit, m.txns, m.lag, m.wmLag,
+		reg.MustRegister(m.e2e, m.events, m.dlq, m.batch, m.inference, m.scoreErrors, m.txnCommit, m.txns, m.lag, m.wmLag,
 			m.stateUsers, m.recs, m.modelVer, m.windows, m.refired, m.expired, m.restores, m.redisWrites, m.redisQueue)
 	}
 	return m

@@ -119,6 +119,9 @@ type processor struct {
 	live drift.LiveSet
 	// e2e latency samples: input record timestamps of the batch's on-time events.
 	recordTimes []time.Time
+	// scoreErr is the scoring error of the current batch, if any: its clicks
+	// got the popularity fallback (the loop logs it).
+	scoreErr error
 }
 
 func newProcessor(cfg *Config, m *metrics) *processor {
@@ -279,19 +282,18 @@ func (p *processor) enqueueRec(part *partition, u *userState, c *event.Click, re
 
 // finish scores the batch, appends the recommendation records, the changelog
 // records of every touched user and partition, and the window results the
-// watermarks release. It returns the records of the transaction.
-func (p *processor) finish() ([]*kgo.Record, error) {
-	if err := p.scoreBatch(); err != nil {
-		return nil, err
-	}
+// watermarks release. It returns the records of the transaction. A batch the
+// model fails to score gets the popularity fallback (p.scoreErr says why).
+func (p *processor) finish() []*kgo.Record {
+	p.scoreBatch()
 	for _, part := range p.parts {
 		p.fireTimers(part)
 		p.writeChangelog(part)
 	}
-	return p.out, nil
+	return p.out
 }
 
-func (p *processor) scoreBatch() error {
+func (p *processor) scoreBatch() {
 	nowMs := p.now().UnixMilli()
 	k := p.cfg.TopK
 	p.inputs = p.inputs[:0]
@@ -308,13 +310,21 @@ func (p *processor) scoreBatch() error {
 	for len(p.scored) < len(p.inputs) {
 		p.scored = append(p.scored, make([]model.Rec, 0, k))
 	}
+	p.scoreErr = nil
 	if len(p.inputs) > 0 {
 		start := time.Now()
 		if err := p.serving.Scorer.Score(p.inputs, k, p.scored[:len(p.inputs)]); err != nil {
-			return err
+			// Retrying the batch would fail the same way, forever: its clicks
+			// get the popularity fallback instead, and the error is counted.
+			p.scoreErr = err
+			p.m.scoreErrors.Inc()
+			for i := range p.pending {
+				p.pending[i].useModel = false
+			}
+		} else {
+			p.m.inference.Observe(time.Since(start).Seconds())
+			p.m.batch.Observe(float64(len(p.inputs)))
 		}
-		p.m.inference.Observe(time.Since(start).Seconds())
-		p.m.batch.Observe(float64(len(p.inputs)))
 	}
 	j := 0
 	for i := range p.pending {
@@ -378,7 +388,6 @@ func (p *processor) scoreBatch() error {
 			p.effects[pr.user.id] = e
 		}
 	}
-	return nil
 }
 
 func appendItem(b []byte, id int64, score float32) []byte {

@@ -48,8 +48,8 @@ func benchmarkProcess(b *testing.B, store string) {
 		p.process(p.parts[0], recs[i%len(recs)])
 		i++
 		if i%batch == 0 {
-			if _, err := p.finish(); err != nil {
-				b.Fatal(err)
+			if p.finish(); p.scoreErr != nil {
+				b.Fatal(p.scoreErr)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package hotpath
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/model"
 )
 
 // newTestProcessor returns a processor with one partition and a fixed clock.
@@ -65,9 +68,9 @@ func run(t *testing.T, p *processor, part *partition, recs ...*kgo.Record) map[s
 	for _, r := range recs {
 		p.process(part, r)
 	}
-	out, err := p.finish()
-	if err != nil {
-		t.Fatal(err)
+	out := p.finish()
+	if p.scoreErr != nil {
+		t.Fatal(p.scoreErr)
 	}
 	byTopic := map[string][]*kgo.Record{}
 	for _, r := range out {
@@ -329,5 +332,54 @@ func TestStoresAgree(t *testing.T) {
 				t.Fatalf("output %d differs:\nmemory %s\n%s %s", i, a[i], kind, b[i])
 			}
 		}
+	}
+}
+
+// failingScorer fails every batch.
+type failingScorer struct{}
+
+func (failingScorer) Score([]model.Input, int, [][]model.Rec) error {
+	return errors.New("injected scoring failure")
+}
+func (failingScorer) Close() error { return nil }
+
+// TestScoringErrorServesFallback: a batch the model cannot score is not
+// aborted and retried forever: its clicks get the popularity fallback, the
+// error is counted, and the next batch scores again.
+func TestScoringErrorServesFallback(t *testing.T) {
+	p, part := newTestProcessor(t)
+	m := randomModel(20, 4, 9)
+	p.pop = &Popularity{Global: []Scored{{ItemID: 1005, Score: 1}, {ItemID: 1006, Score: 0.5}}}
+	p.serving = &Serving{Version: "broken", Model: m, Scorer: failingScorer{}}
+	ts := p.now().UnixMilli()
+	p.begin()
+	p.process(part, rec("e1", "u1", event.View, 1001, "c1", ts))
+	p.process(part, rec("e2", "u2", event.View, 1002, "c1", ts))
+	out := map[string][]*kgo.Record{}
+	for _, r := range p.finish() {
+		out[r.Topic] = append(out[r.Topic], r)
+	}
+	if p.scoreErr == nil || testutil.ToFloat64(p.m.scoreErrors) != 1 {
+		t.Fatalf("scoreErr %v, counted %v: want the injected failure, counted once", p.scoreErr, testutil.ToFloat64(p.m.scoreErrors))
+	}
+	recs := out[string(p.cfg.Topics.Recs)]
+	if len(recs) != 2 {
+		t.Fatalf("%d recommendations for 2 clicks", len(recs))
+	}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Strategy != StrategyGlobalPopular || len(o.Items) == 0 || o.Items[0].ItemID != 1005 {
+			t.Fatalf("recommendation %s: strategy %s, items %v; want the global popular list", o.EventID, o.Strategy, o.Items)
+		}
+	}
+	// The next batch, with a working scorer, uses the model again.
+	p.serving = &Serving{Version: "ok", Model: m, Scorer: bruteScorer{m}}
+	out = run(t, p, part, rec("e3", "u1", event.View, 1003, "c1", ts+1))
+	var o recOut
+	if err := json.Unmarshal(out[string(p.cfg.Topics.Recs)][0].Value, &o); err != nil || o.Strategy != StrategyModel || p.scoreErr != nil {
+		t.Fatalf("after recovery: strategy %s (%v), scoreErr %v", o.Strategy, err, p.scoreErr)
 	}
 }

@@ -3,6 +3,7 @@ package hotpath
 import (
 	"cmp"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/clickrec/clickrec/drift"
@@ -96,8 +97,42 @@ func PopularityFromModel(m *model.Model, k int) *Popularity {
 }
 
 // swapper hands a new model or popularity table to the processing loop, which
-// picks it up between batches.
+// picks it up between batches. It closes every scorer replaced: the one in use
+// when the loop takes its successor, and one replaced before the loop ever
+// took it (two swaps within a batch).
 type swapper struct {
-	serving atomic.Pointer[Serving]
+	mu      sync.Mutex
+	pending *Serving // the latest SetServing
+	inUse   *Serving // what the loop took last
 	pop     atomic.Pointer[Popularity]
+}
+
+// set makes s the serving the loop takes next.
+func (sw *swapper) set(s *Serving) {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if old := sw.pending; old != nil && old != s && old != sw.inUse {
+		old.close() // never taken
+	}
+	sw.pending = s
+}
+
+// take returns the serving to score with, closing the one in use if it is
+// replaced.
+func (sw *swapper) take() *Serving {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.pending != sw.inUse {
+		if sw.inUse != nil {
+			sw.inUse.close()
+		}
+		sw.inUse = sw.pending
+	}
+	return sw.inUse
+}
+
+func (s *Serving) close() {
+	if s != nil && s.Scorer != nil {
+		_ = s.Scorer.Close()
+	}
 }

@@ -75,7 +75,7 @@ func New(cfg Config, kafka kafkautil.Config, opts Options) (*Worker, error) {
 
 // SetServing makes the worker score with s from its next batch on. The previous
 // scorer is closed by the processing loop once it is no longer used.
-func (w *Worker) SetServing(s *Serving) { w.swap.serving.Store(s) }
+func (w *Worker) SetServing(s *Serving) { w.swap.set(s) }
 
 // SetPopularity replaces the cold-start table from the next batch on.
 func (w *Worker) SetPopularity(p *Popularity) { w.swap.pop.Store(p) }
@@ -97,6 +97,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { w.rw.run(rctx); done <- struct{}{} }()
 		go func() { w.publishLive(rctx, w.cfg.DriftPublishEvery); done <- struct{}{} }()
 		defer func() { cancel(); <-done; <-done }()
+	}
+	if w.cfg.LagEvery > 0 {
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { w.watchLag(lctx, w.cfg.LagEvery); close(done) }()
+		defer func() { cancel(); <-done }()
 	}
 	base := w.kafka.Opts("clickrec-hotpath-" + w.cfg.InstanceID)
 	for {
@@ -204,6 +210,13 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 				_ = sess.Client().LeaveGroupContext(lctx)
 			}
 			sess.CloseAllowingRebalance()
+			if ctx.Err() != nil && w.cfg.LeaveOnShutdown {
+				// A static member's client does not leave the group when it
+				// closes: its partitions would wait --session-timeout for it.
+				// Remove it by instance id, after the client is closed (else
+				// it would rejoin).
+				w.leaveGroup(lctx, base)
+			}
 			close(done)
 		}()
 		select {
@@ -219,6 +232,29 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 	w.log.Info("hot path worker started", "group", w.cfg.Group, "instance", w.cfg.InstanceID,
 		"transactional_id", w.TransactionalID(), "topic", t.Events, "mode", mode)
 	return w.loop(ctx, sess)
+}
+
+// leaveGroup removes this worker's static member from the group (the group
+// membership API by instance id, KIP-345), so that its partitions are
+// reassigned now.
+func (w *Worker) leaveGroup(ctx context.Context, base []kgo.Opt) {
+	cl, err := kgo.NewClient(base...)
+	if err != nil {
+		w.log.Warn("leaving the group: creating a client", "err", err)
+		return
+	}
+	defer cl.Close()
+	start := time.Now()
+	resps, err := kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(w.cfg.Group).InstanceIDs(w.cfg.InstanceID).Reason("clickrec hotpath stopped"))
+	if err == nil {
+		err = resps[w.cfg.InstanceID].Err
+	}
+	if err != nil && !errors.Is(err, kerr.UnknownMemberID) {
+		w.log.Warn("leaving the group failed; its partitions move after --session-timeout", "group", w.cfg.Group, "instance", w.cfg.InstanceID, "err", err)
+		return
+	}
+	w.log.Info("left the group: partitions move to the other workers now", "group", w.cfg.Group, "instance", w.cfg.InstanceID,
+		"took", time.Since(start).Round(time.Millisecond))
 }
 
 // txnSession is what the processing loop needs from Kafka: a
@@ -249,12 +285,18 @@ func (s atLeastOnce) Produce(ctx context.Context, r *kgo.Record, promise func(*k
 	s.cl.Produce(ctx, r, promise)
 }
 
-// End with TryCommit flushes and commits offsets; with TryAbort it reports
-// "not committed" so the loop restores state from the changelog (what was
-// already produced stays: that is the at-least-once trade).
+// errRewind ends an at-least-once session after an abort: the client's
+// position is past the batch, so only a new session, starting from the
+// committed offsets, reads it again.
+var errRewind = errors.New("at-least-once batch not committed; a new session reads it again from the committed offsets")
+
+// End with TryCommit flushes and commits offsets; with TryAbort it returns
+// errRewind, so the loop replaces the session and the batch is read again
+// from the committed offsets (what was already produced stays: that is the
+// at-least-once trade).
 func (s atLeastOnce) End(ctx context.Context, commit kgo.TransactionEndTry) (bool, error) {
 	if commit == kgo.TryAbort {
-		return false, nil
+		return false, errRewind
 	}
 	if err := s.cl.Flush(ctx); err != nil {
 		return false, err
@@ -352,6 +394,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		}
 	}
 	var current *Serving
+	var lastScoreErrLog time.Time
 	lastCommit := 5 * time.Millisecond // until the first commit is measured
 	for {
 		pollStart := time.Now()
@@ -399,13 +442,12 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			w.log.Error("restoring state failed; retrying", "err", err)
-			continue
+			// The polled records were not processed, but the client's position
+			// is past them: the next commit would include their offsets. A new
+			// session starts from the committed offsets instead.
+			return fmt.Errorf("restoring state (the polled records are read again by a new session): %w", err)
 		}
-		if s := w.swap.serving.Load(); s != current {
-			if current != nil && current.Scorer != nil {
-				_ = current.Scorer.Close()
-			}
+		if s := w.swap.take(); s != current {
 			current = s
 			p.serving = s
 			p.live = nil
@@ -452,22 +494,27 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 				p.process(part, r)
 			}
 		})
-		out, scoreErr := p.finish()
+		out := p.finish()
+		if p.scoreErr != nil && time.Since(lastScoreErrLog) > 10*time.Second {
+			lastScoreErrLog = time.Now()
+			w.log.Error("scoring failed; the batch got the popularity fallback (recsys_hotpath_scoring_errors_total counts them; logged at most every 10 s)",
+				"model", p.serving.Version, "err", p.scoreErr)
+		}
 		produceErr.Store(nil)
-		if scoreErr == nil {
-			for _, r := range out {
-				sess.Produce(ctx, r, promise)
-			}
+		// A transaction that has begun is finished even when the worker is
+		// stopping (ctx cancelled by SIGTERM): cancelling its produce, flush
+		// or end would leave it open until the broker times it out, and the
+		// partitions' next owner would wait that long.
+		txCtx := context.WithoutCancel(ctx)
+		for _, r := range out {
+			sess.Produce(txCtx, r, promise)
 		}
 		start := time.Now()
 		// Ending is bounded: a broker that vanished mid-commit must not hang
 		// the worker. A session whose End fails is replaced (see Run).
-		endCtx, cancelEnd := context.WithTimeout(ctx, w.cfg.TxnTimeout+5*time.Second)
+		endCtx, cancelEnd := context.WithTimeout(txCtx, w.cfg.TxnTimeout+5*time.Second)
 		try := kgo.TryCommit
-		if scoreErr != nil {
-			try = kgo.TryAbort
-			w.log.Error("scoring failed; aborting the transaction", "err", scoreErr)
-		} else if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
+		if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
 			try = kgo.TryAbort
 			if e := produceErr.Load(); e != nil {
 				err = *e
@@ -702,9 +749,13 @@ func (w *Worker) observeLag(p *processor, fetches kgo.Fetches) {
 		}
 	})
 	now := time.Now().UnixMilli()
+	users := 0
 	for id, part := range p.parts {
 		if part.wm != math.MinInt64 {
 			w.m.wmLag.WithLabelValues(strconv.Itoa(int(id))).Set(float64(now-part.wm) / 1000)
 		}
+		users += part.users.Len()
 	}
+	// Every batch adds and expires users, and a rebalance moves partitions.
+	w.m.stateUsers.Set(float64(users))
 }

@@ -8,12 +8,15 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
@@ -549,4 +552,132 @@ func decodeRec(t *testing.T, r *kgo.Record) recOut {
 		t.Fatalf("recommendation is not JSON: %v: %s", err, r.Value)
 	}
 	return o
+}
+
+// countingScorer counts its Close calls.
+type countingScorer struct {
+	bruteScorer
+	closed *int
+}
+
+func (s countingScorer) Close() error { *s.closed++; return nil }
+
+// TestSwapClosesReplacedScorers: every replaced scorer is closed exactly once,
+// including one replaced before the loop ever took it; the one in use is not.
+func TestSwapClosesReplacedScorers(t *testing.T) {
+	m := randomModel(10, 4, 1)
+	closed := map[string]*int{}
+	serving := func(v string) *Serving {
+		closed[v] = new(int)
+		return &Serving{Version: v, Model: m, Scorer: countingScorer{bruteScorer{m}, closed[v]}}
+	}
+	var sw swapper
+	a, b, c := serving("a"), serving("b"), serving("c")
+	sw.set(a)
+	if got := sw.take(); got != a {
+		t.Fatalf("took %v, want a", got.Version)
+	}
+	if got := sw.take(); got != a || *closed["a"] != 0 {
+		t.Fatalf("taking again: %v, a closed %d times", got.Version, *closed["a"])
+	}
+	sw.set(b) // replaced before the loop took it
+	sw.set(c)
+	if *closed["b"] != 1 || *closed["a"] != 0 {
+		t.Fatalf("after two swaps within a batch: b closed %d times (want 1), a %d (want 0: in use)", *closed["b"], *closed["a"])
+	}
+	if got := sw.take(); got != c || *closed["a"] != 1 || *closed["c"] != 0 {
+		t.Fatalf("took %v; a closed %d times (want 1), c %d (want 0)", got.Version, *closed["a"], *closed["c"])
+	}
+	sw.set(c) // the same serving again changes nothing
+	if got := sw.take(); got != c || *closed["c"] != 0 {
+		t.Fatalf("setting the serving in use again closed it")
+	}
+}
+
+// TestCleanStopHandsPartitionsOver: a worker stopped cleanly leaves the group
+// (its static membership removed by instance id), so the other worker answers
+// its partitions' clicks long before the session timeout would have moved them.
+func TestCleanStopHandsPartitionsOver(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { cleanStopHandsOver(t, nil) })
+	t.Run("kafka", func(t *testing.T) { cleanStopHandsOver(t, testenv.KafkaBrokers(t)) })
+}
+
+func cleanStopHandsOver(t *testing.T, brokers []string) {
+	h := newHarness(t, brokers, 4)
+	// Without leaving, the stopped worker's partitions would wait this long.
+	h.cfg.SessionTimeout = 45 * time.Second
+	m := randomModel(50, 8, 3)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	batch := func(from, n int) []*kgo.Record {
+		var out []*kgo.Record
+		for i := from; i < from+n; i++ {
+			out = append(out, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%41), event.View, int64(1000+i%50), "c1", base+int64(i)))
+		}
+		return out
+	}
+	stopA := h.startWorker("a", m)
+	h.startWorker("b", m)
+	h.produce(batch(0, 200)...)
+	h.readUntil(h.topics.Recs, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 200 })
+	stopA()
+	h.produce(batch(200, 200)...)
+	// Well inside the 45 s session timeout: only a hand-over gets here.
+	recs := h.readUntil(h.topics.Recs, 20*time.Second, func(r []*kgo.Record) bool { return len(r) >= 400 })
+	seen := map[string]int{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		seen[o.EventID]++
+	}
+	for i := range 400 {
+		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
+			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
+		}
+	}
+}
+
+// TestLagFromCommittedOffsets: the lag gauge follows the group's committed
+// offsets even when no worker fetches anything (a stuck or absent worker).
+func TestLagFromCommittedOffsets(t *testing.T) {
+	h := newHarness(t, nil, 4)
+	w, err := New(h.cfg, h.kcfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 40 {
+		recs = append(recs, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i), event.View, 1000, "c1", 1))
+	}
+	h.produce(recs...)
+	adm := kadm.NewClient(h.cl)
+	ctx := testenv.Context(t, 20*time.Second)
+	total := func() float64 {
+		if err := w.updateLag(ctx, adm); err != nil {
+			t.Fatal(err)
+		}
+		sum := 0.0
+		for p := range 4 {
+			sum += testutil.ToFloat64(w.m.lag.WithLabelValues(strconv.Itoa(p)))
+		}
+		return sum
+	}
+	if got := total(); got != 40 {
+		t.Fatalf("lag %v with nothing committed, want 40", got)
+	}
+	// Commit partition 0 to its end: its lag goes to 0, the others stay.
+	ends, err := adm.ListEndOffsets(ctx, string(h.topics.Events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end0, _ := ends.Lookup(string(h.topics.Events), 0)
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: string(h.topics.Events), Partition: 0, At: end0.Offset})
+	if _, err := adm.CommitOffsets(ctx, h.cfg.Group, offs); err != nil {
+		t.Fatal(err)
+	}
+	if got := total(); got != float64(40-end0.Offset) {
+		t.Fatalf("lag %v after committing partition 0 (%d records), want %d", got, end0.Offset, 40-end0.Offset)
+	}
 }
