@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,12 @@ func (m *modelFlags) serving(version string, mdl *model.Model, onnxBytes []byte)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s into ONNX Runtime: %w", version, err)
 	}
+	// ONNX Runtime holds its own copy of the factors; the worker needs only
+	// the ids, the prior and the retrieval tables. At 1M items this and
+	// returning the garbage of loading and exporting (the file, the graph's
+	// bytes) halve the worker's memory.
+	mdl.Factors, mdl.Projection = nil, nil
+	debug.FreeOSMemory()
 	return &hotpath.Serving{Version: version, Model: mdl, Scorer: s}, nil
 }
 
