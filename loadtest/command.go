@@ -53,6 +53,20 @@ Scenarios:
           robin, or all with --kill-all) and restarting it with the same
           instance id; demands 0 missing and 0 duplicates; the latency
           thresholds apply only if given explicitly
+  rolling steady, restarting the spawned workers (--spawn-workers, 2 unless
+          given) gracefully one after the other, one every --restart-every,
+          as a rolling update does: SIGTERM, wait for the exit (SIGKILL
+          after 15 s), start it again with the same instance id, wait until
+          its /readyz answers, then the next; the whole SLA applies
+  scale   steady, scaling out and in: starts with --spawn-workers (1), starts
+          workers with new instance ids up to --scale-to (3) in the first
+          half of the run and stops them again (SIGTERM, newest first) in
+          the second: 1 -> 2 -> 3 -> 2 -> 1 at 1/4, 2/4 and 3/4 of the run
+          and 5 s before its end (at 7/8 in a run under 40 s); the whole
+          SLA applies
+  rolling and scale report every change (when, which worker, how long its
+  stop took, when the new process was ready) with the p99 and the maximum
+  latency of the clicks due in the 5 s after it; chaos does so for its kills
 
 Workers: with --spawn-workers N (default 1) the load test runs N
 "clickrec hotpath" child processes (--clickrec-bin, default this binary) on
@@ -88,6 +102,8 @@ Examples:
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --no-model --no-redis     # the broker path alone
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario ramp --rates 1000,5000,10000,20000
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --kill-every 10s
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario rolling --restart-every 8s
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario scale --duration 60s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --source taobao --speedup 120`
 
 type flags struct {
@@ -120,11 +136,11 @@ func (f *flags) register(fs *cli.FlagSet) {
 		fs.Env(name, v)
 		f.envs[name] = v
 	}
-	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "steady, ramp, burst, late or chaos (see above)")
+	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "steady, ramp, burst, late, chaos, rolling or scale (see above)")
 	env("scenario")
-	fs.StringVar(&c.Source, "source", c.Source, "traffic: synthetic (gen's shop, paced by --rate) or taobao (a time-compressed replay of --taobao-file, paced by --speedup; steady, late and chaos only)")
+	fs.StringVar(&c.Source, "source", c.Source, "traffic: synthetic (gen's shop, paced by --rate) or taobao (a time-compressed replay of --taobao-file, paced by --speedup; not with ramp or burst)")
 	env("source")
-	fs.Float64Var(&c.Rate, "rate", c.Rate, "events per second (steady, late, chaos; the base rate of burst)")
+	fs.Float64Var(&c.Rate, "rate", c.Rate, "events per second (steady, late, chaos, rolling, scale; the base rate of burst)")
 	env("rate")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the measured run (taobao: cut the replay after this much; 0 = all of it)")
 	env("duration")
@@ -173,7 +189,7 @@ func (f *flags) register(fs *cli.FlagSet) {
 	env("keep-topics")
 	fs.DurationVar(&c.ProducerLinger, "producer-linger", 0, "linger of the generator's producer (franz-go's default is 10ms; a click producer should not hold clicks back)")
 	env("producer-linger")
-	fs.IntVar(&c.SpawnWorkers, "spawn-workers", c.SpawnWorkers, "hot path workers to run as child processes (at most --kafka-partitions useful); 0 targets workers already running")
+	fs.IntVar(&c.SpawnWorkers, "spawn-workers", c.SpawnWorkers, "hot path workers to run as child processes (at most --kafka-partitions useful; rolling: 2 unless given; scale: the workers it starts with); 0 targets workers already running")
 	env("spawn-workers")
 	fs.StringVar(&c.ClickrecBin, "clickrec-bin", "", "clickrec binary to spawn workers from (default: this executable)")
 	env("clickrec-bin")
@@ -203,6 +219,10 @@ func (f *flags) register(fs *cli.FlagSet) {
 	env("kill-all")
 	fs.DurationVar(&c.RestartDelay, "restart-delay", 0, "chaos: wait this long before restarting a killed worker")
 	env("restart-delay")
+	fs.DurationVar(&c.RestartEvery, "restart-every", c.RestartEvery, "rolling: gracefully restart the next worker this often (later if the previous one is not ready yet)")
+	env("restart-every")
+	fs.IntVar(&c.ScaleTo, "scale-to", c.ScaleTo, "scale: workers at the peak (at most --kafka-partitions useful: a worker without a partition is never ready)")
+	env("scale-to")
 	fs.DurationVar(&c.OutOfOrderness, "out-of-orderness", c.OutOfOrderness, "the workers' --out-of-orderness (spawned workers get it): late clicks within it are owed a recommendation")
 	env("out-of-orderness")
 	fs.DurationVar(&c.SLA.P95, "sla-p95", c.SLA.P95, "p95 latency must stay below this (0: not judged)")
@@ -276,6 +296,9 @@ func (f *flags) apply() error {
 		if !f.set["sla-p99"] {
 			c.SLA.P99 = 0
 		}
+	}
+	if c.Scenario == ScenarioRolling && !f.set["spawn-workers"] {
+		c.SpawnWorkers = 2 // a rolling restart of one worker is an outage
 	}
 	if c.SpawnWorkers == 0 && c.Group == "" {
 		c.Group = "clickrec-hotpath"

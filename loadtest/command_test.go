@@ -52,6 +52,16 @@ func TestScenarioDefaults(t *testing.T) {
 	if f, err = parse(t, "--scenario", "ramp", "--rates", "100, 2000,5e3"); err != nil || len(f.cfg.Rates) != 3 || f.cfg.Rates[2] != 5000 {
 		t.Fatalf("ramp rates: %v %v", err, f.cfg.Rates)
 	}
+	// rolling and scale are judged on the whole SLA.
+	if f, err = parse(t, "--scenario", "rolling"); err != nil || f.cfg.SpawnWorkers != 2 || f.cfg.RestartEvery != 8*time.Second || f.cfg.SLA != DefaultSLA() {
+		t.Fatalf("rolling: %v workers %d every %v SLA %+v", err, f.cfg.SpawnWorkers, f.cfg.RestartEvery, f.cfg.SLA)
+	}
+	if f, err = parse(t, "--scenario", "rolling", "--spawn-workers", "3", "--restart-every", "5s"); err != nil || f.cfg.SpawnWorkers != 3 || f.cfg.RestartEvery != 5*time.Second {
+		t.Fatalf("rolling with flags: %v %+v", err, f.cfg)
+	}
+	if f, err = parse(t, "--scenario", "scale"); err != nil || f.cfg.SpawnWorkers != 1 || f.cfg.ScaleTo != 3 || f.cfg.SLA != DefaultSLA() {
+		t.Fatalf("scale: %v workers %d to %d SLA %+v", err, f.cfg.SpawnWorkers, f.cfg.ScaleTo, f.cfg.SLA)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -60,6 +70,11 @@ func TestUsageErrors(t *testing.T) {
 		{"--rate", "0"},
 		{"--scenario", "ramp", "--rates", "10,x"},
 		{"--scenario", "chaos", "--spawn-workers", "0"},
+		{"--scenario", "rolling", "--spawn-workers", "0"},
+		{"--scenario", "rolling", "--restart-every", "0s"},
+		{"--scenario", "scale", "--spawn-workers", "0"},
+		{"--scenario", "scale", "--scale-to", "1"},
+		{"--scenario", "scale", "--spawn-workers", "3", "--scale-to", "3"},
 		{"--scenario", "burst", "--source", "taobao"},
 		{"--topic-prefix", "a b"},
 		{"--late-share", "0.7", "--invalid-share", "0.5"},

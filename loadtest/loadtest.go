@@ -9,9 +9,12 @@
 //
 // Scenarios: steady (one rate), ramp (steps of rising rate; finds the highest
 // rate that still meets the SLA), burst (a base rate with periodic bursts),
-// late (a share of out-of-order and invalid clicks) and chaos (SIGKILLs and
+// late (a share of out-of-order and invalid clicks), chaos (SIGKILLs and
 // restarts of worker processes during the load, still demanding 0 missing and
-// 0 duplicates). Traffic is gen's synthetic shop or a time-compressed replay
+// 0 duplicates), rolling (graceful restarts of the workers one by one, as a
+// rolling update makes them) and scale (workers added and stopped again);
+// the last two are judged on the whole SLA and report the latency just after
+// each change. Traffic is gen's synthetic shop or a time-compressed replay
 // of the real Taobao events.
 //
 // The load test either spawns the hot path workers itself, as child
@@ -58,6 +61,12 @@ const (
 	ScenarioBurst  = "burst"
 	ScenarioLate   = "late"
 	ScenarioChaos  = "chaos"
+	// ScenarioRolling restarts the spawned workers gracefully, one every
+	// Config.RestartEvery, in turn (see RollingSchedule).
+	ScenarioRolling = "rolling"
+	// ScenarioScale starts with the spawned workers, adds workers up to
+	// Config.ScaleTo and stops them again (see ScaleSchedule).
+	ScenarioScale = "scale"
 )
 
 // Config is one load test run. Start from DefaultConfig.
@@ -112,6 +121,8 @@ type Config struct {
 	KillEvery    time.Duration // chaos: SIGKILL a worker this often
 	KillAll      bool          // chaos: kill every worker at once
 	RestartDelay time.Duration // chaos: wait this long before restarting a killed worker
+	RestartEvery time.Duration // rolling: gracefully restart one worker this often
+	ScaleTo      int           // scale: workers at the peak (from SpawnWorkers, and back)
 
 	OutOfOrderness time.Duration // the workers' bounded out-of-orderness (see Classify)
 	SLA            SLA
@@ -142,6 +153,8 @@ func DefaultConfig() Config {
 		Kafka:          kafkautil.Config{Partitions: 4, ReplicationFactor: 1, DialTimeout: 10 * time.Second},
 		SpawnWorkers:   1,
 		KillEvery:      15 * time.Second,
+		RestartEvery:   8 * time.Second,
+		ScaleTo:        3,
 		OutOfOrderness: hotpath.DefaultConfig().OutOfOrderness,
 		SLA:            DefaultSLA(),
 		OutDir:         "out/loadtest",
@@ -154,13 +167,13 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	switch c.Scenario {
-	case ScenarioSteady, ScenarioLate, ScenarioChaos:
+	case ScenarioSteady, ScenarioLate, ScenarioChaos, ScenarioRolling, ScenarioScale:
 	case ScenarioRamp, ScenarioBurst:
 		if c.Source != "synthetic" {
 			bad("scenario %s needs the synthetic source: the Taobao replay keeps its own timing", c.Scenario)
 		}
 	default:
-		bad("unknown scenario %q: want steady, ramp, burst, late or chaos", c.Scenario)
+		bad("unknown scenario %q: want steady, ramp, burst, late, chaos, rolling or scale", c.Scenario)
 	}
 	if c.Source != "synthetic" && c.Source != "taobao" {
 		bad("unknown source %q: want synthetic or taobao", c.Source)
@@ -196,6 +209,22 @@ func (c *Config) Validate() error {
 		}
 		if c.KillEvery <= 0 {
 			bad("kill interval must be positive, got %v", c.KillEvery)
+		}
+	}
+	if c.Scenario == ScenarioRolling {
+		if c.SpawnWorkers < 1 {
+			bad("the rolling scenario restarts worker processes it spawned itself: set spawn workers to 1 or more")
+		}
+		if c.RestartEvery <= 0 {
+			bad("restart interval must be positive, got %v", c.RestartEvery)
+		}
+	}
+	if c.Scenario == ScenarioScale {
+		if c.SpawnWorkers < 1 {
+			bad("the scale scenario starts and stops worker processes itself: set spawn workers (the workers it starts with) to 1 or more")
+		}
+		if c.ScaleTo <= c.SpawnWorkers {
+			bad("the scale scenario needs --scale-to (%d) above the workers it starts with (%d)", c.ScaleTo, c.SpawnWorkers)
 		}
 	}
 	if c.SpawnWorkers < 0 {
@@ -467,6 +496,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		side    sync.WaitGroup
 		mu      sync.Mutex
 		kills   []Kill
+		members []MemberEvent
 		extra   []string
 		stopped string
 	)
@@ -479,12 +509,33 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		return plan.Phases[plan.PhaseAt(time.Since(start))].Name
 	}
 	side.Go(func() { progress(progCtx, tr, start, cfg.ProgressEvery, phaseOf, log) })
-	var chaos sync.WaitGroup
+	// watch logs the latency of the clicks due just after an event (a kill,
+	// a membership change) once they had time to be answered.
+	grace := max(time.Second, 2*cfg.SLA.P99, 2*cfg.SLA.P95)
+	watch := func(at time.Duration, what string) {
+		side.Go(func() { watchAfter(progCtx, tr, start, at, plan.Duration(), grace, what, log) })
+	}
+	var ops sync.WaitGroup // kills, membership changes
 	if cfg.Scenario == ScenarioChaos {
-		chaos.Go(func() {
-			k, e := runChaos(gctx, fleet, cfg, start, plan.Duration(), log)
+		ops.Go(func() {
+			k, e := runChaos(gctx, fleet, cfg, start, plan.Duration(), watch, log)
 			mu.Lock()
 			kills, extra = k, append(extra, e...)
+			mu.Unlock()
+		})
+	}
+	var changes []Change
+	switch cfg.Scenario {
+	case ScenarioRolling:
+		changes = RollingSchedule(cfg.SpawnWorkers, cfg.RestartEvery, plan.Duration())
+	case ScenarioScale:
+		changes = ScaleSchedule(cfg.SpawnWorkers, cfg.ScaleTo, plan.Duration())
+	}
+	if len(changes) > 0 {
+		ops.Go(func() {
+			ev, e := runMembership(ctx, gctx, fleet, changes, start, cfg.ReadyTimeout, watch, log)
+			mu.Lock()
+			members, extra = ev, append(extra, e...)
 			mu.Unlock()
 		})
 	}
@@ -504,7 +555,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		Sink:   sink, Count: plan.Events(),
 	})
 	stopGen()
-	chaos.Wait()
+	ops.Wait()
 	interrupted := ctx.Err() != nil
 	if genErr != nil {
 		log.Error("generator failed", "err", genErr)
@@ -540,6 +591,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r.Model, r.Redis = modelRep, redisRep
 	r.judgeModel = modelRep.Served || !spawn && cfg.ExpectModel
 	if fleet != nil {
+		r.Workers.Instances, r.Workers.Logs = fleet.Instances(), fleet.Logs() // with those the scale scenario added
 		r.Workers.Restarts, r.Workers.UnexpectedExits = fleet.Stats()
 		if r.Workers.UnexpectedExits > 0 {
 			extra = append(extra, fmt.Sprintf("%d worker exit(s) nobody asked for (see the worker logs)", r.Workers.UnexpectedExits))
@@ -549,7 +601,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r.Generator.Stopped = stopped
 	r.Drain = dr
 	r.CPU = cpuRep
+	for i := range kills {
+		kills[i].After = afterEvent(tr, start, time.Duration(kills[i].AtS*float64(time.Second)), plan.Duration())
+	}
 	r.Kills = kills
+	for i := range members {
+		m := &members[i]
+		m.After = afterEvent(tr, start, time.Duration(m.AtS*float64(time.Second)), plan.Duration())
+		if m.Killed {
+			notes = append(notes, fmt.Sprintf("%s of %s at %.1f s: the worker did not exit within %v of SIGTERM and was SIGKILLed", m.Action, m.Instance, m.AtS, fleet.cfg.StopTimeout))
+		}
+	}
+	r.Membership = members
 	r.Notes = notes
 	if interrupted {
 		r.Interrupted = true
@@ -656,7 +719,7 @@ func watchRamp(ctx context.Context, tr *Tracker, plan *Plan, start time.Time, sl
 // runChaos SIGKILLs workers (one by one, round robin, or all at once) every
 // KillEvery during the measured run and restarts each with the same
 // instance id after RestartDelay.
-func runChaos(ctx context.Context, f *Fleet, cfg Config, start time.Time, d time.Duration, log *slog.Logger) ([]Kill, []string) {
+func runChaos(ctx context.Context, f *Fleet, cfg Config, start time.Time, d time.Duration, watch func(at time.Duration, what string), log *slog.Logger) ([]Kill, []string) {
 	var (
 		mu       sync.Mutex // guards the *Kill fields the readiness goroutines set
 		ready    sync.WaitGroup
@@ -703,6 +766,7 @@ func runChaos(ctx context.Context, f *Fleet, cfg Config, start time.Time, d time
 			}
 			k := &Kill{AtS: round3(at.Seconds()), Instance: f.Instances()[i]}
 			kills = append(kills, k)
+			watch(at, "SIGKILL of "+k.Instance)
 			round = append(round, killed{i, k})
 		}
 		if cfg.RestartDelay > 0 {

@@ -24,6 +24,8 @@ var (
 	colRecv  = color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}
 	colPlan  = color.RGBA{A: 0xff}
 	colKill  = color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
+	colTerm  = color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff}
+	colStart = color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff}
 	colPhase = color.RGBA{R: 0xaa, G: 0xaa, B: 0xaa, A: 0xff}
 )
 
@@ -158,6 +160,22 @@ func (r *Report) plotOverTime(path string) error {
 			if i == 0 {
 				p.Legend.Add("SIGKILL of a worker", v)
 			}
+		}
+		var term, started bool
+		for _, m := range r.Membership {
+			v := &vline{x: m.AtS, style: draw.LineStyle{Color: colTerm, Width: vg.Points(1.2)}}
+			switch {
+			case m.Action == ActionStart:
+				v.style.Color = colStart
+				if !started {
+					p.Legend.Add("worker started", v)
+					started = true
+				}
+			case !term:
+				p.Legend.Add("SIGTERM of a worker (restart, stop)", v)
+				term = true
+			}
+			p.Add(v)
 		}
 		p.X.Min = 0
 		p.X.Tick.Marker = plot.TickerFunc(plainTicks)

@@ -285,6 +285,8 @@ type Kill struct {
 	RestartS  float64 `json:"restart_s"`            // when its successor was started
 	ReadyMs   float64 `json:"ready_ms,omitempty"`   // successor's /readyz answered 200 after this long
 	ReadyNote string  `json:"ready_note,omitempty"` // why ready_ms is missing
+	// After is the latency of the clicks due in the AfterEventWindow from AtS.
+	After *AfterEvent `json:"after,omitempty"`
 }
 
 // Thresholds are the SLA as reported; null means not enforced.
@@ -363,8 +365,10 @@ type Report struct {
 	Phases            []PhaseReport `json:"phases"`
 	MaxRateMeetingSLA *float64      `json:"max_rate_meeting_sla,omitempty"`
 	Kills             []Kill        `json:"kills,omitempty"`
-	BucketS           float64       `json:"bucket_s"`
-	Timeline          []Point       `json:"timeline"`
+	// Membership lists the changes of the rolling and scale scenarios.
+	Membership []MemberEvent `json:"membership,omitempty"`
+	BucketS    float64       `json:"bucket_s"`
+	Timeline   []Point       `json:"timeline"`
 
 	SLA         Verdict  `json:"sla"`
 	Interrupted bool     `json:"interrupted,omitempty"`
@@ -729,7 +733,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
 	p("\nclickrec loadtest · %s · %s source · %s ev/s planned (peak %s) for %s\n",
 		r.Scenario, r.Source, thousands(r.RateTarget), thousands(r.RatePeak), time.Duration(r.DurationS*float64(time.Second)).Round(time.Millisecond))
-	p("  hot path ........ %d worker(s), %s, %s; group %s\n", r.Workers.Count, r.Workers.Mode, r.Workers.guarantee(), r.Group)
+	p("  hot path ........ %s worker(s), %s, %s; group %s\n", r.workerCounts(), r.Workers.Mode, r.Workers.guarantee(), r.Group)
 	p("  topics .......... %s → %s (read_committed)\n", r.EventsTopic, r.RecsTopic)
 	p("  model ........... %s\n", r.Model.describe())
 	p("  redis ........... %s\n", r.Redis.describe())
@@ -774,9 +778,32 @@ func (r *Report) WriteText(w io.Writer) error {
 			if ready == "" {
 				ready = fmt.Sprintf("ready after %.0f ms", k.ReadyMs)
 			}
-			p(" %s@%.1fs (%s);", k.Instance, k.AtS, ready)
+			p(" %s@%.1fs (%s%s);", k.Instance, k.AtS, ready, k.After.describe())
 		}
 		p("\n")
+	}
+	if len(r.Membership) > 0 {
+		p("  membership ...... %d change(s), %d restart(s), %d unexpected exit(s); latency of the clicks due in the %v after each:\n",
+			len(r.Membership), r.Workers.Restarts, r.Workers.UnexpectedExits, AfterEventWindow)
+		for _, m := range r.Membership {
+			p("    %-7s %s @%.1fs", m.Action, m.Instance, m.AtS)
+			if m.AtS-m.PlannedS >= 0.1 {
+				p(" (due %.1fs)", m.PlannedS)
+			}
+			if m.Action != ActionStart {
+				p(": stopped in %.0f ms", m.StopMs)
+				if m.Killed {
+					p(" (SIGKILLed after the stop timeout)")
+				}
+			}
+			if m.ReadyS > 0 {
+				p(", ready @%.1fs (%.0f ms after its start)", m.ReadyS, m.ReadyMs)
+			}
+			if m.Note != "" {
+				p(", %s", m.Note)
+			}
+			p(", %d running%s\n", m.Workers, m.After.describe())
+		}
 	}
 	if len(r.Phases) > 1 {
 		p("  phases:\n")
@@ -838,6 +865,31 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// describe formats a as an addition to an event's line.
+func (a *AfterEvent) describe() string {
+	if a == nil {
+		return ""
+	}
+	if a.Clicks == 0 {
+		return fmt.Sprintf(" · next %.1f s: no clicks", a.WindowS)
+	}
+	return fmt.Sprintf(" · next %.1f s: p99 %.1f ms, max %.1f ms (%s clicks, %d missing)", a.WindowS, a.P99Ms, a.MaxMs, thousands(float64(a.Clicks)), a.Missing)
+}
+
+// workerCounts says how many workers ran: "2", or "1 → 2 → 3 → 2 → 1"
+// when the scale scenario changed their number.
+func (r *Report) workerCounts() string {
+	seq := []string{fmt.Sprint(r.Workers.Count)}
+	n := r.Workers.Count
+	for _, m := range r.Membership {
+		if m.Action != ActionRestart && m.Workers != n {
+			n = m.Workers
+			seq = append(seq, fmt.Sprint(n))
+		}
+	}
+	return strings.Join(seq, " → ")
 }
 
 // thousands formats x with thin separators: 20000 → "20,000", 999.8 → "999.8".

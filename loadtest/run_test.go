@@ -37,11 +37,46 @@ import (
 // without building clickrec.
 const workerEnv = "CLICKREC_LOADTEST_TEST_WORKER"
 
+// fakeWorkerEnv makes the test binary a stand-in worker that needs no
+// broker (see fakeWorkerMain); "stubborn" makes it ignore SIGTERM.
+const fakeWorkerEnv = "CLICKREC_LOADTEST_TEST_FAKE_WORKER"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) == "1" {
 		os.Exit(testWorkerMain(os.Args[1:]))
 	}
+	if v := os.Getenv(fakeWorkerEnv); v != "" {
+		os.Exit(fakeWorkerMain(os.Args[1:], v == "stubborn"))
+	}
 	os.Exit(m.Run())
+}
+
+// fakeWorkerMain answers /readyz on --http-addr at once and exits 0 on
+// SIGTERM (never, if stubborn): enough of a worker for the fleet's process
+// handling, with no broker.
+func fakeWorkerMain(args []string, stubborn bool) int {
+	addr := ""
+	for i, a := range args {
+		if a == "--http-addr" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	term := make(chan os.Signal, 1)
+	if stubborn {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(term, syscall.SIGTERM)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake worker:", err)
+		return 1
+	}
+	go http.Serve(ln, http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ready") }))
+	fmt.Println("fake worker ready", args)
+	<-term
+	fmt.Println("fake worker stopped")
+	return 0
 }
 
 // testWorkerMain is a hot path worker process with the flags the load test
@@ -526,6 +561,48 @@ func TestSteadyOnRealKafka(t *testing.T) {
 		t.Fatalf("no user:{id} key in Redis at %s holds a recommendation of model %s", redisAddr, m.Version)
 	}
 	t.Logf("%d of %d users have this run's recommendations in Redis", written, cfg.Shop.Users)
+}
+
+// TestRollingOnRealKafka restarts both of two spawned workers gracefully
+// (SIGTERM, the same instance id started again) under 1,000 clicks/s on the
+// real broker: nothing may be lost or doubled. The latency is logged, not
+// judged: a shared machine, and how fast a clean stop hands its partitions
+// over is the hot path's business (CI=true fails without the broker).
+func TestRollingOnRealKafka(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("spawns workers against a real broker")
+	}
+	brokers := testenv.KafkaBrokers(t)
+	cfg := testConfig(t, kafkautil.Config{Brokers: brokers, Partitions: 4, ReplicationFactor: 1, DialTimeout: 10 * time.Second})
+	cfg.Scenario, cfg.SpawnWorkers = ScenarioRolling, 2
+	cfg.NoModel, cfg.NoRedis = true, true
+	cfg.Rate, cfg.Duration, cfg.RestartEvery = 1000, 12*time.Second, 4*time.Second // w1 at 4 s, w2 at 8 s
+	cfg.ClickrecBin = os.Args[0]
+	cfg.WorkerEnv = []string{workerEnv + "=1"}
+	cfg.SLA = SLA{} // 0 missing, 0 duplicates, 0 unexpected; no latency thresholds
+	r, err := Run(testenv.Context(t, 150*time.Second), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_ = r.WriteText(&out)
+	t.Log(out.String())
+	if r.Sent != 12000 || r.Missing != 0 || r.Duplicates != 0 || r.Unexpected != 0 || !r.Drain.Complete || !r.SLA.Passed {
+		t.Fatalf("sent %d missing %d dup %d unexpected %d drain %+v verdict %+v", r.Sent, r.Missing, r.Duplicates, r.Unexpected, r.Drain, r.SLA)
+	}
+	if len(r.Membership) != 2 || r.Workers.Restarts != 2 || r.Workers.UnexpectedExits != 0 {
+		t.Fatalf("membership %+v, workers %+v: want each of the 2 workers restarted once", r.Membership, r.Workers)
+	}
+	for k, m := range r.Membership {
+		inst := r.Workers.Instances[k]
+		if m.Action != ActionRestart || m.Instance != inst || m.Note != "" || m.ReadyS < m.StartS || m.StartS < m.AtS || m.Workers != 2 {
+			t.Fatalf("change %d = %+v, want a restart of %s that became ready", k, m, inst)
+		}
+		if m.After == nil || m.After.Clicks == 0 || m.After.Missing != 0 {
+			t.Fatalf("change %d: clicks after it %+v", k, m.After)
+		}
+	}
 }
 
 // TestBrokerPathOnly runs spawned workers with --no-model and --no-redis on

@@ -329,6 +329,28 @@ func (t *Tracker) Provisional(from, to int64) (n int64, p95, p99 time.Duration) 
 	return n, q(95), q(99)
 }
 
+// Window returns the measured events owed exactly one recommendation that
+// are due in [from, to) (offsets since the origin): how many, how many are
+// not answered (yet), and the latencies of the answered ones.
+func (t *Tracker) Window(from, to int64) (clicks, unanswered int64, h *hdrhistogram.Histogram) {
+	h = newLatencyHistogram(3)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := searchIntended(t.ev, from); i < len(t.ev) && t.ev[i].intended < to; i++ {
+		e := &t.ev[i]
+		if e.warm || e.expect != ExpectOne {
+			continue
+		}
+		clicks++
+		if e.n == 0 {
+			unanswered++
+			continue
+		}
+		recordNs(h, e.first-e.intended)
+	}
+	return clicks, unanswered, h
+}
+
 // searchIntended returns the first index whose intended time is ≥ at. Events
 // are added in schedule order, so intended times do not decrease.
 func searchIntended(ev []entry, at int64) int {

@@ -18,7 +18,7 @@ import (
 // FleetConfig says how to run hot path workers as child processes.
 type FleetConfig struct {
 	Bin      string   // the clickrec binary
-	Count    int      // workers, instance ids <prefix>w1..w<Count>
+	Count    int      // workers started at once, instance ids <prefix>w1..w<Count> (Add starts more)
 	Args     []string // flags every worker gets after "hotpath" (brokers, group, topics, …)
 	Env      []string // added to the inherited environment
 	LogDir   string   // each worker's stdout and stderr go to <LogDir>/<instance>.log
@@ -141,7 +141,10 @@ func (f *Fleet) start(p *proc) error {
 // WaitReady waits until every worker answers /readyz with 200, a worker
 // exits, or ctx ends.
 func (f *Fleet) WaitReady(ctx context.Context) error {
-	for i := range f.procs {
+	f.mu.Lock()
+	n := len(f.procs)
+	f.mu.Unlock()
+	for i := range n {
 		if _, err := f.waitReady(ctx, i); err != nil {
 			return err
 		}
@@ -195,6 +198,75 @@ func (f *Fleet) Kill(i int) error {
 	return nil
 }
 
+// Terminate stops worker i gracefully, as Kubernetes stops a pod: SIGTERM,
+// then SIGKILL if it has not exited within StopTimeout. It returns how long
+// the process took to go and whether it had to be killed. The slot stays, so
+// Restart can start it again.
+func (f *Fleet) Terminate(i int) (took time.Duration, killed bool, err error) {
+	f.mu.Lock()
+	p := f.procs[i]
+	p.expected = true
+	cmd, done := p.cmd, p.done
+	f.mu.Unlock()
+	if cmd == nil {
+		return 0, false, fmt.Errorf("worker %s was never started", p.instance)
+	}
+	start := time.Now()
+	select {
+	case <-done:
+		return 0, false, fmt.Errorf("worker %s had already exited (see %s)", p.instance, p.logPath)
+	default:
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return 0, false, fmt.Errorf("stopping worker %s: %w", p.instance, err)
+	}
+	killed = f.awaitExit(p, cmd, done)
+	took = time.Since(start)
+	f.log.Info("worker stopped (SIGTERM)", "instance", p.instance, "pid", cmd.Process.Pid, "took", took.Round(time.Millisecond), "killed", killed)
+	return took, killed, nil
+}
+
+// awaitExit waits until cmd has exited, SIGKILLing it after StopTimeout,
+// and reports whether it had to be killed.
+func (f *Fleet) awaitExit(p *proc, cmd *exec.Cmd, done chan struct{}) (killed bool) {
+	t := time.NewTimer(f.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		f.log.Warn("worker did not stop in time; killing it", "instance", p.instance, "timeout", f.cfg.StopTimeout)
+		_ = cmd.Process.Kill()
+		<-done
+		return true
+	}
+}
+
+// Add starts one more worker with a new instance id (<prefix>w<n+1>) and
+// returns its index.
+func (f *Fleet) Add() (int, error) {
+	f.mu.Lock()
+	i := len(f.procs)
+	inst := fmt.Sprintf("%sw%d", f.cfg.Instance, i+1)
+	p := &proc{instance: inst, logPath: filepath.Join(f.cfg.LogDir, inst+".log")}
+	f.procs = append(f.procs, p)
+	f.mu.Unlock()
+	return i, f.start(p)
+}
+
+// Running returns how many worker processes are alive.
+func (f *Fleet) Running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, p := range f.procs {
+		if p.cmd != nil && !p.exited {
+			n++
+		}
+	}
+	return n
+}
+
 // Restart starts worker i again with the same instance id (so it fences
 // its predecessor's transactions and takes over its static group membership).
 func (f *Fleet) Restart(i int) error {
@@ -205,8 +277,10 @@ func (f *Fleet) Restart(i int) error {
 	return f.start(p)
 }
 
-// Instances returns the workers' instance ids.
+// Instances returns the workers' instance ids, those added later included.
 func (f *Fleet) Instances() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := make([]string, len(f.procs))
 	for i, p := range f.procs {
 		out[i] = p.instance
@@ -216,6 +290,8 @@ func (f *Fleet) Instances() []string {
 
 // Logs returns the workers' log files.
 func (f *Fleet) Logs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := make([]string, len(f.procs))
 	for i, p := range f.procs {
 		out[i] = p.logPath
@@ -280,13 +356,7 @@ func (f *Fleet) Stop() {
 			default:
 			}
 			_ = v.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-v.done:
-			case <-time.After(f.cfg.StopTimeout):
-				f.log.Warn("worker did not stop in time; killing it", "instance", v.p.instance, "timeout", f.cfg.StopTimeout)
-				_ = v.cmd.Process.Kill()
-				<-v.done
-			}
+			f.awaitExit(v.p, v.cmd, v.done)
 		})
 	}
 	wg.Wait()
