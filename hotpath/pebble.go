@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -21,6 +22,23 @@ type pebbleStore struct {
 	live  map[string]*userState
 	fresh map[string]bool // added in this batch, not yet saved
 	n     int
+	err   atomic.Pointer[error] // the first failure (Pebble's background work reports here too)
+}
+
+// fail records the store's first error; later operations do nothing.
+func (s *pebbleStore) fail(err error) {
+	err = fmt.Errorf("pebble state store in %s: %w", s.dir, err)
+	s.err.CompareAndSwap(nil, &err)
+}
+
+func (s *pebbleStore) failed() bool { return s.err.Load() != nil }
+
+// Err implements Store.
+func (s *pebbleStore) Err() error {
+	if e := s.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // restoreFlushBytes bounds the batch a restore builds before committing it.
@@ -32,26 +50,31 @@ func openPebbleStore(dir string, cacheBytes int64) (*pebbleStore, error) {
 	}
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
+	s := &pebbleStore{dir: dir, live: map[string]*userState{}, fresh: map[string]bool{}}
 	db, err := pebble.Open(dir, &pebble.Options{
 		Cache:        cache,
 		DisableWAL:   true,
 		MemTableSize: 16 << 20,
-		Logger:       quietLogger{},
+		Logger:       pebbleLogger{s},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the state store in %s: %w", dir, err)
 	}
-	return &pebbleStore{db: db, dir: dir, batch: db.NewIndexedBatch(),
-		live: map[string]*userState{}, fresh: map[string]bool{}}, nil
+	s.db, s.batch = db, db.NewIndexedBatch()
+	return s, nil
 }
 
 func (s *pebbleStore) read(id string) ([]byte, bool) {
+	if s.failed() {
+		return nil, false
+	}
 	v, closer, err := s.batch.Get([]byte(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false
 	}
 	if err != nil {
-		panic(fmt.Sprintf("hotpath: reading state of %q from %s: %v", id, s.dir, err))
+		s.fail(fmt.Errorf("reading the state of %q: %w", id, err))
+		return nil, false
 	}
 	b := append([]byte(nil), v...)
 	closer.Close()
@@ -68,8 +91,10 @@ func (s *pebbleStore) Get(id string) *userState {
 	}
 	u, err := decodeState(id, b)
 	if err != nil {
-		// Only bytes this process encoded or validated on Restore are stored.
-		panic(fmt.Sprintf("hotpath: pebble state store: %v", err))
+		// Only bytes this process encoded or validated on Restore are
+		// stored: the disk returned something else.
+		s.fail(err)
+		return nil
 	}
 	s.live[id] = u
 	return u
@@ -81,8 +106,12 @@ func (s *pebbleStore) Add(u *userState) {
 }
 
 func (s *pebbleStore) Save(u *userState, encoded []byte) {
+	if s.failed() {
+		return
+	}
 	if err := s.batch.Set([]byte(u.id), encoded, nil); err != nil {
-		panic(fmt.Sprintf("hotpath: writing state to %s: %v", s.dir, err))
+		s.fail(fmt.Errorf("writing the state of %q: %w", u.id, err))
+		return
 	}
 	if s.fresh[u.id] {
 		delete(s.fresh, u.id)
@@ -100,17 +129,23 @@ func (s *pebbleStore) Delete(id string) {
 		return
 	}
 	if err := s.batch.Delete([]byte(id), nil); err != nil {
-		panic(fmt.Sprintf("hotpath: deleting state in %s: %v", s.dir, err))
+		s.fail(fmt.Errorf("deleting the state of %q: %w", id, err))
+		return
 	}
 	s.n--
 }
 
 func (s *pebbleStore) commit() {
-	if s.batch.Empty() {
+	if s.failed() || s.batch.Empty() {
+		return
+	}
+	if err := testHookPebbleCommit(); err != nil {
+		s.fail(fmt.Errorf("committing: %w", err))
 		return
 	}
 	if err := s.batch.Commit(pebble.NoSync); err != nil {
-		panic(fmt.Sprintf("hotpath: committing state to %s: %v", s.dir, err))
+		s.fail(fmt.Errorf("committing: %w", err))
+		return
 	}
 	s.batch.Close()
 	s.batch = s.db.NewIndexedBatch()
@@ -126,9 +161,13 @@ func (s *pebbleStore) Len() int { return s.n + len(s.fresh) }
 
 func (s *pebbleStore) Range(fn func(u *userState)) {
 	s.commit()
+	if s.failed() {
+		return
+	}
 	it, err := s.db.NewIter(nil)
 	if err != nil {
-		panic(fmt.Sprintf("hotpath: iterating state in %s: %v", s.dir, err))
+		s.fail(fmt.Errorf("iterating: %w", err))
+		return
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
@@ -137,10 +176,15 @@ func (s *pebbleStore) Range(fn func(u *userState)) {
 		if u == nil {
 			var err error
 			if u, err = decodeState(id, it.Value()); err != nil {
-				panic(fmt.Sprintf("hotpath: pebble state store: %v", err))
+				s.fail(err)
+				return
 			}
 		}
 		fn(u)
+	}
+	if err := it.Error(); err != nil {
+		s.fail(fmt.Errorf("iterating: %w", err))
+		return
 	}
 	for id, u := range s.live {
 		if s.fresh[id] {
@@ -163,7 +207,7 @@ func (s *pebbleStore) Restore(id string, value []byte) error {
 	if s.batch.Len() > restoreFlushBytes {
 		s.commit()
 	}
-	return nil
+	return s.Err()
 }
 
 func (s *pebbleStore) Close() error {
@@ -175,13 +219,19 @@ func (s *pebbleStore) Close() error {
 	return err
 }
 
-// quietLogger keeps Pebble's informational lines out of the worker's log.
-type quietLogger struct{}
+// testHookPebbleCommit, replaced by a test, fails a store's commit (a full
+// disk, say).
+var testHookPebbleCommit = func() error { return nil }
 
-func (quietLogger) Infof(string, ...any) {}
-func (quietLogger) Errorf(format string, args ...any) {
+// pebbleLogger keeps Pebble's informational lines out of the worker's log
+// and turns its fatal errors into the store's error: the worker aborts the
+// batch and rebuilds the state in a new session instead of crashing.
+type pebbleLogger struct{ s *pebbleStore }
+
+func (pebbleLogger) Infof(string, ...any) {}
+func (pebbleLogger) Errorf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
 }
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.s.fail(fmt.Errorf(format, args...))
 }

@@ -2,6 +2,7 @@ package hotpath
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -62,6 +63,16 @@ func (p *processor) drop(id int32) {
 }
 
 // dropAll forgets every partition.
+// storeErr returns the first error of any partition's state store.
+func (p *processor) storeErr() error {
+	for id, part := range p.parts {
+		if err := part.users.Err(); err != nil {
+			return fmt.Errorf("partition %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 func (p *processor) dropAll() {
 	for id := range p.parts {
 		p.drop(id)

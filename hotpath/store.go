@@ -39,6 +39,12 @@ type Store interface {
 	// Close releases the store when its partition is dropped (revoked, or
 	// forgotten after a transaction that did not commit).
 	Close() error
+	// Err is the first error the store met (an I/O error, a full disk, bytes
+	// that no longer decode), nil if none. A failed store answers Get with
+	// nil and ignores writes: the worker checks Err before it commits a batch,
+	// aborts that batch and rebuilds the state from the changelog in a new
+	// session, so nothing computed from a failed store becomes visible.
+	Err() error
 }
 
 // Store kinds for --state-store.
@@ -77,6 +83,7 @@ func (s memoryStore) Save(*userState, []byte)  {}
 func (s memoryStore) Delete(id string)         { delete(s, id) }
 func (s memoryStore) EndBatch()                {}
 func (s memoryStore) Len() int                 { return len(s) }
+func (memoryStore) Err() error                  { return nil }
 func (s memoryStore) Close() error             { return nil }
 func (s memoryStore) Range(fn func(u *userState)) {
 	for _, u := range s {
@@ -98,7 +105,10 @@ func (s memoryStore) Restore(id string, value []byte) error {
 type encodedStore struct {
 	data map[string][]byte
 	live map[string]*userState // decoded in this batch
+	err  error
 }
+
+func (s *encodedStore) Err() error { return s.err }
 
 func (s *encodedStore) Get(id string) *userState {
 	if u := s.live[id]; u != nil {
@@ -110,8 +120,12 @@ func (s *encodedStore) Get(id string) *userState {
 	}
 	u, err := decodeState(id, b)
 	if err != nil {
-		// Only bytes this process encoded or validated on Restore are stored.
-		panic(fmt.Sprintf("hotpath: encoded state store: %v", err))
+		// Only bytes this process encoded or validated on Restore are
+		// stored: memory went bad. The batch is aborted (see Store.Err).
+		if s.err == nil {
+			s.err = fmt.Errorf("encoded state store: %w", err)
+		}
+		return nil
 	}
 	s.live[id] = u
 	return u

@@ -495,6 +495,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			}
 		})
 		out := p.finish()
+		storeErr := p.storeErr()
 		if p.scoreErr != nil && time.Since(lastScoreErrLog) > 10*time.Second {
 			lastScoreErrLog = time.Now()
 			w.log.Error("scoring failed; the batch got the popularity fallback (recsys_hotpath_scoring_errors_total counts them; logged at most every 10 s)",
@@ -514,7 +515,12 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		// the worker. A session whose End fails is replaced (see Run).
 		endCtx, cancelEnd := context.WithTimeout(txCtx, w.cfg.TxnTimeout+5*time.Second)
 		try := kgo.TryCommit
-		if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
+		if storeErr != nil {
+			// What the batch computed from a failed store must not become
+			// visible; the state is rebuilt from the changelog below.
+			try = kgo.TryAbort
+			w.log.Error("the state store failed; aborting the batch and starting a new session that rebuilds the state from the changelog", "err", storeErr)
+		} else if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
 			try = kgo.TryAbort
 			if e := produceErr.Load(); e != nil {
 				err = *e
@@ -523,6 +529,10 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		}
 		committed, err := sess.End(endCtx, try)
 		cancelEnd()
+		if storeErr != nil {
+			sess.AllowRebalance()
+			return fmt.Errorf("state store: %w", storeErr)
+		}
 		commitDur := time.Since(start)
 		lastCommit = commitDur
 		sess.AllowRebalance()
@@ -732,9 +742,12 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 		w.log.Info("restored state", "partitions", ids, "records", records, "took", time.Since(start).Round(time.Millisecond))
 	}
 	now := time.Now()
-	for _, part := range out {
+	for id, part := range out {
 		part.rebuildTimers(&w.cfg)
 		part.lastRecord = now
+		if err := part.users.Err(); err != nil {
+			return nil, fmt.Errorf("restoring partition %d: %w", id, err)
+		}
 	}
 	w.m.restores.Observe(time.Since(start).Seconds())
 	restored = true

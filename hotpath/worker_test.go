@@ -3,6 +3,7 @@ package hotpath
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -679,5 +681,54 @@ func TestLagFromCommittedOffsets(t *testing.T) {
 	}
 	if got := total(); got != float64(40-end0.Offset) {
 		t.Fatalf("lag %v after committing partition 0 (%d records), want %d", got, end0.Offset, 40-end0.Offset)
+	}
+}
+
+// TestStoreFailureRebuildsState: a Pebble commit that fails (a full disk,
+// injected) neither panics nor publishes what the batch computed: the batch
+// is aborted, a new session rebuilds the state from the changelog, and every
+// click is still answered exactly once.
+func TestStoreFailureRebuildsState(t *testing.T) {
+	h := newHarness(t, nil, 2)
+	h.cfg.StateStore, h.cfg.StateDir = StorePebble, t.TempDir()
+	var armed, fired atomic.Bool
+	testHookPebbleCommit = func() error {
+		if armed.CompareAndSwap(true, false) {
+			fired.Store(true)
+			return errors.New("injected: no space left on device")
+		}
+		return nil
+	}
+	t.Cleanup(func() { testHookPebbleCommit = func() error { return nil } })
+	m := randomModel(50, 8, 4)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	batch := func(from, n int) []*kgo.Record {
+		var out []*kgo.Record
+		for i := from; i < from+n; i++ {
+			out = append(out, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%13), event.View, int64(1000+i%50), "c1", base+int64(i)))
+		}
+		return out
+	}
+	h.startWorker("a", m)
+	h.produce(batch(0, 100)...)
+	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 100 })
+	armed.Store(true)
+	h.produce(batch(100, 100)...)
+	recs := h.readUntil(h.topics.Recs, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 200 })
+	if !fired.Load() {
+		t.Fatal("the injected store failure never happened")
+	}
+	seen := map[string]int{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		seen[o.EventID]++
+	}
+	for i := range 200 {
+		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
+			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
+		}
 	}
 }
