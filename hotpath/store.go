@@ -83,7 +83,7 @@ func (s memoryStore) Save(*userState, []byte)  {}
 func (s memoryStore) Delete(id string)         { delete(s, id) }
 func (s memoryStore) EndBatch()                {}
 func (s memoryStore) Len() int                 { return len(s) }
-func (memoryStore) Err() error                  { return nil }
+func (memoryStore) Err() error                 { return nil }
 func (s memoryStore) Close() error             { return nil }
 func (s memoryStore) Range(fn func(u *userState)) {
 	for _, u := range s {
