@@ -1001,27 +1001,28 @@ type RollbackOutput struct {
 }
 
 // RollbackModel is the compensation of a promotion: if Version still serves,
-// the version served before it serves again (registry.Rollback, with the
-// reason in the history). If Version no longer serves — an earlier attempt
-// already rolled back, or an operator promoted another — nothing changes,
-// so the activity is idempotent and never undoes someone else's promotion.
+// the version served before it serves again (registry.RollbackFrom, with the
+// reason in the history). The check and the rollback are one atomic step in
+// Redis: if Version no longer serves — an earlier attempt already rolled
+// back, or someone promoted another version after the caller judged this
+// one — nothing changes and Note says so, so the activity is idempotent and
+// never undoes someone else's promotion.
 func (a *Activities) RollbackModel(ctx context.Context, in RollbackInput) (*RollbackOutput, error) {
 	reg, err := a.registry()
 	if err != nil {
 		return nil, err
 	}
-	cur, err := reg.Current(ctx)
-	if err != nil {
-		return nil, err
+	if in.Version == "" {
+		return nil, badInput("no version to roll back from")
 	}
-	if cur != in.Version {
-		return &RollbackOutput{Serving: cur, Note: fmt.Sprintf("%s no longer serves (%q does)", in.Version, cur)}, nil
-	}
-	now, err := reg.Rollback(ctx, in.Reason)
-	if errors.Is(err, registry.ErrNoPrevious) {
-		return &RollbackOutput{Serving: cur, Note: "no version served before " + in.Version}, nil
-	}
-	if err != nil {
+	now, err := reg.RollbackFrom(ctx, in.Version, in.Reason)
+	var nc *registry.NotCurrentError
+	switch {
+	case errors.As(err, &nc):
+		return &RollbackOutput{Serving: nc.Current, Note: fmt.Sprintf("%s no longer serves (%q does)", in.Version, nc.Current)}, nil
+	case errors.Is(err, registry.ErrNoPrevious):
+		return &RollbackOutput{Serving: in.Version, Note: "no version served before " + in.Version}, nil
+	case err != nil:
 		return nil, err
 	}
 	a.Metrics.rollback(in.Trigger)

@@ -333,6 +333,22 @@ func (s *workflowSuite) TestCheckDriftRetrainsOldModel() {
 	s.env.AssertActivityNotCalled(s.T(), "RollbackModel", mock.Anything, mock.Anything)
 }
 
+// TestCheckDriftSkipsRollbackWhenAnotherServes: v2 drifted, but v3 was
+// promoted before the rollback ran; RollbackModel refuses (the registry's
+// compare-and-set), and the check reports it without retraining.
+func (s *workflowSuite) TestCheckDriftSkipsRollbackWhenAnotherServes() {
+	s.env.OnActivity(a.MeasureDrift, mock.Anything, mock.Anything).Return(driftReport("v2", testStart.Add(-5*time.Minute), true), nil).Once()
+	s.env.OnActivity(a.RollbackModel, mock.Anything, mock.Anything).Return(func(_ context.Context, in RollbackInput) (*RollbackOutput, error) {
+		s.Equal("v2", in.Version, "the rollback must be conditional on the version judged")
+		return &RollbackOutput{Serving: "v3", Note: `v2 no longer serves ("v3" does)`}, nil
+	}).Once()
+	s.env.ExecuteWorkflow(CheckDrift, DriftParams{})
+	r := s.driftResult()
+	s.Equal(ActionRollbackMissed, r.Action)
+	s.Contains(r.Detail, "v2 no longer serves")
+	s.env.AssertActivityNotCalled(s.T(), "StartRetrain", mock.Anything, mock.Anything)
+}
+
 func (s *workflowSuite) TestCheckDriftWithoutPreviousRetrains() {
 	s.env.OnActivity(a.MeasureDrift, mock.Anything, mock.Anything).Return(driftReport("v1", testStart.Add(-time.Minute), true), nil).Once()
 	s.env.OnActivity(a.RollbackModel, mock.Anything, mock.Anything).Return(&RollbackOutput{Serving: "v1", Note: "no version served before v1"}, nil).Once()

@@ -1,9 +1,11 @@
 // Package registry is clickrec's model registry in Redis: model versions (the
 // model bytes, the ONNX graph and metadata with offline metrics and reference
 // drift profiles), the pointer to the version being served, and the history of
-// promotions and rollbacks with their reasons. Promote and Rollback publish the
-// new current version on a pub/sub channel; every hot path worker swaps models
-// between two batches when it hears it.
+// promotions and rollbacks with their reasons. Promote, Rollback and
+// RollbackFrom publish the new current version on a pub/sub channel; every hot
+// path worker swaps models between two batches when it hears it. Each of them
+// changes the current pointer, the history and the notification in one Lua
+// script, so they never interleave with each other.
 //
 // Redis layout (all under the "model:" prefix):
 //
@@ -21,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,8 +47,28 @@ func keyMeta(v string) string { return "model:{" + v + "}:meta" }
 // ErrNotFound is returned for a version the registry does not hold.
 var ErrNotFound = errors.New("model version not found")
 
-// ErrNoPrevious is returned by Rollback when no earlier version was served.
+// ErrNoPrevious is returned by Rollback and RollbackFrom when no earlier
+// version was served: there is nothing to roll back to, and nothing changed.
 var ErrNoPrevious = errors.New("no previous version to roll back to")
+
+// ErrNotCurrent is matched (errors.Is) by the *NotCurrentError RollbackFrom
+// returns when the version it was to roll back from no longer serves.
+// Nothing changed; the caller should report it, not retry.
+var ErrNotCurrent = errors.New("the version no longer serves")
+
+// NotCurrentError says that RollbackFrom found another version serving than
+// the one expected, and changed nothing.
+type NotCurrentError struct {
+	Expected string // the version the caller wanted to roll back from
+	Current  string // the version serving instead; "" if none
+}
+
+func (e *NotCurrentError) Error() string {
+	return fmt.Sprintf("registry: not rolling back %s: it no longer serves (%q does)", e.Expected, e.Current)
+}
+
+// Unwrap returns ErrNotCurrent.
+func (e *NotCurrentError) Unwrap() error { return ErrNotCurrent }
 
 // Metadata is what the registry keeps about a version besides its bytes.
 type Metadata struct {
@@ -141,34 +164,87 @@ func (r *Registry) setCurrent(ctx context.Context, action, version, reason strin
 	return prev, nil
 }
 
+// rollbackScript rolls back from the current version, atomically: if
+// ARGV[1] is not empty and is not the current version, nothing changes and
+// the error NOTCURRENT <current> comes back. Otherwise the newest promotion
+// of the current version names the version served before it; that one
+// becomes current, the rollback event (ARGV[2], completed here) goes on the
+// history and the new current version is published on ARGV[3]. Pointer,
+// history and notification change together or not at all.
+//
+// KEYS: versions, current, history.
+var rollbackScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[2]) or ''
+if ARGV[1] ~= '' and cur ~= ARGV[1] then return redis.error_reply('NOTCURRENT ' .. cur) end
+if cur == '' then return redis.error_reply('NOPREVIOUS') end
+local prev = nil
+local n = redis.call('LLEN', KEYS[3])
+local i = 0
+while prev == nil and i < n do
+  for _, s in ipairs(redis.call('LRANGE', KEYS[3], i, i + 99)) do
+    local e = cjson.decode(s)
+    if e['version'] == cur and e['action'] == 'promote' then
+      prev = e['previous'] or ''
+      break
+    end
+  end
+  i = i + 100
+end
+if prev == nil or prev == '' then return redis.error_reply('NOPREVIOUS') end
+if redis.call('ZSCORE', KEYS[1], prev) == false then return redis.error_reply('NOTFOUND') end
+redis.call('SET', KEYS[2], prev)
+local ev = cjson.decode(ARGV[2])
+ev['version'] = prev
+ev['previous'] = cur
+redis.call('LPUSH', KEYS[3], cjson.encode(ev))
+redis.call('PUBLISH', ARGV[3], prev)
+return prev
+`)
+
 // Rollback serves again the version that was current before the current one
-// was promoted, and records why. It returns the version now served.
+// was promoted, and records why. It returns the version now served. The
+// version rolled back is whichever serves when the rollback runs (it is read
+// and replaced in one atomic step); a caller that judged a particular
+// version — a drift check, a workflow's compensation — uses RollbackFrom, so
+// that a promotion landing in between is not rolled back by mistake.
 func (r *Registry) Rollback(ctx context.Context, reason string) (string, error) {
-	cur, err := r.Current(ctx)
-	if err != nil {
-		return "", err
+	return r.rollback(ctx, "", reason)
+}
+
+// RollbackFrom is Rollback on condition that expected is the version served:
+// in one atomic step (a Lua script) it checks that expected is current,
+// switches the current pointer to the version served before expected was
+// promoted, records the rollback in the history and publishes it on Channel.
+//
+// If another version serves — someone promoted or rolled back after the
+// caller read the current version — nothing changes and the error is a
+// *NotCurrentError (errors.Is(err, ErrNotCurrent)) naming the version that
+// does serve; callers report that expected "no longer serves" and must not
+// retry with the new current version, which nobody judged. ErrNoPrevious
+// means expected serves but nothing was served before its promotion.
+func (r *Registry) RollbackFrom(ctx context.Context, expected, reason string) (string, error) {
+	if expected == "" {
+		return "", errors.New("registry: rollback needs the version expected to serve")
 	}
-	if cur == "" {
+	return r.rollback(ctx, expected, reason)
+}
+
+func (r *Registry) rollback(ctx context.Context, expected, reason string) (string, error) {
+	// Version and Previous are filled in by the script, which alone knows them.
+	ev, _ := json.Marshal(Event{Time: time.Now().UTC(), Action: "rollback", Reason: reason})
+	now, err := rollbackScript.Run(ctx, r.rc, []string{keyVersions, keyCurrent, keyHistory}, expected, ev, Channel).Text()
+	switch {
+	case err == nil:
+		return now, nil
+	case redis.HasErrorPrefix(err, "NOTCURRENT"):
+		cur := strings.TrimSpace(strings.TrimPrefix(err.Error(), "NOTCURRENT"))
+		return "", &NotCurrentError{Expected: expected, Current: cur}
+	case redis.HasErrorPrefix(err, "NOPREVIOUS"):
 		return "", ErrNoPrevious
+	case redis.HasErrorPrefix(err, "NOTFOUND"):
+		return "", fmt.Errorf("registry: rollback: the previous version: %w", ErrNotFound)
 	}
-	hist, err := r.History(ctx, 1000)
-	if err != nil {
-		return "", err
-	}
-	// The newest promotion of cur names what was served before it; rolling back
-	// twice walks back along the promotions (it does not toggle).
-	for _, e := range hist {
-		if e.Version == cur && e.Action == "promote" {
-			if e.Previous == "" {
-				return "", ErrNoPrevious
-			}
-			if _, err := r.setCurrent(ctx, "rollback", e.Previous, reason); err != nil {
-				return "", err
-			}
-			return e.Previous, nil
-		}
-	}
-	return "", ErrNoPrevious
+	return "", fmt.Errorf("registry: cannot roll back: %w", err)
 }
 
 // Current returns the served version, "" if none was promoted yet.

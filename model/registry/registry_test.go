@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +127,130 @@ func TestWatch(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("watcher never loaded v2")
 		}
+	}
+}
+
+// promoteBeforeScript is a go-redis hook that promotes version (through
+// another client) just before the first Lua script its own client runs: a
+// promotion landing between the moment a rollback's caller judged the current
+// version and the rollback's write.
+type promoteBeforeScript struct {
+	other   *Registry
+	version string
+	fired   atomic.Bool
+	err     error
+}
+
+func (h *promoteBeforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *promoteBeforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *promoteBeforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && h.fired.CompareAndSwap(false, true) {
+			_, h.err = h.other.Promote(ctx, h.version, "promoted by someone else")
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestRollbackFrom rolls back only from the version the caller judged: a
+// promotion that lands in between is left serving, with the history and
+// the notification channel untouched.
+func TestRollbackFrom(t *testing.T) {
+	r, rc := newTestRegistry(t)
+	ctx := testenv.Context(t, 20*time.Second)
+	v1, v2, v3 := testenv.Name("v1"), testenv.Name("v2"), testenv.Name("v3")
+	for _, v := range []string{v1, v2, v3} {
+		if err := r.Register(ctx, version(v), "trained"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := rc.Subscribe(ctx, Channel)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	published := func(want string) {
+		t.Helper()
+		msg, err := sub.ReceiveMessage(ctx)
+		if err != nil || msg.Payload != want {
+			t.Fatalf("published %v, %v; want %s", msg, err, want)
+		}
+	}
+	if _, err := r.RollbackFrom(ctx, v1, "nothing served"); !errors.Is(err, ErrNotCurrent) {
+		t.Fatalf("rollback from %s with nothing served: %v, want ErrNotCurrent", v1, err)
+	}
+	if _, err := r.RollbackFrom(ctx, "", "no version"); err == nil {
+		t.Fatal("rollback from no version succeeded")
+	}
+	for _, v := range []string{v1, v2} {
+		if _, err := r.Promote(ctx, v, "better"); err != nil {
+			t.Fatal(err)
+		}
+		published(v)
+	}
+
+	// The drift check judged v2; v3 is promoted before its rollback runs.
+	judged, err := r.Current(ctx)
+	if err != nil || judged != v2 {
+		t.Fatalf("current %q, %v; want %s", judged, err, v2)
+	}
+	hook := &promoteBeforeScript{other: New(redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})), version: v3}
+	defer hook.other.rc.Close()
+	hooked := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
+	defer hooked.Close()
+	hooked.AddHook(hook)
+	before, err := r.History(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(hooked).RollbackFrom(ctx, judged, "PSI 0.31 on category mix")
+	if hook.err != nil || !hook.fired.Load() {
+		t.Fatalf("the promotion in between did not happen: %v", hook.err)
+	}
+	published(v3)
+	var nc *NotCurrentError
+	if !errors.Is(err, ErrNotCurrent) || !errors.As(err, &nc) || nc.Expected != v2 || nc.Current != v3 {
+		t.Fatalf("rollback from %s after %s was promoted: %v; want a NotCurrentError naming both", v2, v3, err)
+	}
+	if cur, _ := r.Current(ctx); cur != v3 {
+		t.Fatalf("current %q after the refused rollback, want %s (the promotion in between)", cur, v3)
+	}
+	after, err := r.History(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before)+1 || after[0].Action != "promote" || after[0].Version != v3 {
+		t.Fatalf("history after the refused rollback: %+v; want only %s's promotion added", after[:min(3, len(after))], v3)
+	}
+
+	// The normal path: v3 is judged and still serves.
+	now, err := r.RollbackFrom(ctx, v3, "PSI 0.4 on top1_score")
+	if err != nil || now != v2 {
+		t.Fatalf("rollback from %s: %q, %v; want %s", v3, now, err, v2)
+	}
+	published(v2) // and nothing was published for the refused rollback
+	if cur, _ := r.Current(ctx); cur != v2 {
+		t.Fatalf("current %q, want %s", cur, v2)
+	}
+	hist, err := r.History(ctx, 1)
+	if err != nil || len(hist) != 1 {
+		t.Fatalf("history: %v, %v", hist, err)
+	}
+	if e := hist[0]; e.Action != "rollback" || e.Version != v2 || e.Previous != v3 || e.Reason != "PSI 0.4 on top1_score" || e.Time.IsZero() {
+		t.Fatalf("rollback event %+v", e)
+	}
+	// Rolling back walks back along the promotions: v2 → v1, then nothing.
+	if now, err := r.RollbackFrom(ctx, v2, "again"); err != nil || now != v1 {
+		t.Fatalf("rollback from %s: %q, %v; want %s", v2, now, err, v1)
+	}
+	if _, err := r.RollbackFrom(ctx, v1, "first version"); !errors.Is(err, ErrNoPrevious) {
+		t.Fatalf("rollback from %s: %v, want ErrNoPrevious", v1, err)
+	}
+	if cur, _ := r.Current(ctx); cur != v1 {
+		t.Fatalf("current %q, want %s", cur, v1)
 	}
 }
