@@ -136,6 +136,10 @@ var testHookSessionClient func(*Worker)
 // the changelog's offsets, before it reads.
 var testHookRestoreListed func()
 
+// testHookSync, when set by a test, can fail syncPartitions (as a failed
+// restore would) given the number of records the poll returned.
+var testHookSync func(records int) error
+
 // fatalError ends Run: retrying cannot help.
 type fatalError struct{ err error }
 
@@ -596,6 +600,11 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 // their offsets: a fetched partition must be processed, so one this worker has
 // no state for is restored too, never skipped.
 func (w *Worker) syncPartitions(ctx context.Context, cl *kgo.Client, p *processor, fetches kgo.Fetches) error {
+	if testHookSync != nil {
+		if err := testHookSync(fetches.NumRecords()); err != nil {
+			return err
+		}
+	}
 	w.mu.Lock()
 	for id := range w.revoked {
 		p.drop(id)

@@ -732,3 +732,49 @@ func TestStoreFailureRebuildsState(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedRestoreLosesNothing: a restore that fails while the poll holds
+// records must not skip them (the next commit would include their offsets):
+// the worker starts a new session from the committed offsets and answers
+// every click exactly once. The same in at-least-once mode.
+func TestFailedRestoreLosesNothing(t *testing.T) {
+	for _, atLeastOnce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("at-least-once=%v", atLeastOnce), func(t *testing.T) {
+			h := newHarness(t, nil, 2)
+			h.cfg.AtLeastOnce = atLeastOnce
+			var fired atomic.Bool
+			testHookSync = func(records int) error {
+				if records > 0 && fired.CompareAndSwap(false, true) {
+					return errors.New("injected restore failure")
+				}
+				return nil
+			}
+			t.Cleanup(func() { testHookSync = nil })
+			var recs []*kgo.Record
+			base := time.Now().Add(-time.Minute).UnixMilli()
+			for i := range 100 {
+				recs = append(recs, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%7), event.View, 1000+int64(i%20), "c1", base+int64(i)))
+			}
+			h.produce(recs[:50]...)
+			h.startWorker("a", randomModel(20, 4, 5))
+			h.produce(recs[50:]...)
+			got := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 100 })
+			if !fired.Load() {
+				t.Fatal("the injected failure never happened")
+			}
+			seen := map[string]int{}
+			for _, r := range got {
+				var o recOut
+				if err := json.Unmarshal(r.Value, &o); err != nil {
+					t.Fatal(err)
+				}
+				seen[o.EventID]++
+			}
+			for i := range 100 {
+				if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
+					t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
+				}
+			}
+		})
+	}
+}
