@@ -132,7 +132,7 @@ func watchAfter(ctx context.Context, tr *Tracker, start time.Time, at, d, grace 
 	base := tr.Since(start)
 	clicks, unanswered, h := tr.Window(base+int64(at), base+int64(end))
 	l := latencyOf(h)
-	log.Info("loadtest after "+what, "t", at.Round(100*time.Millisecond), "window", end-at, "clicks", clicks,
+	log.Info("loadtest after "+what, "t", at.Round(100*time.Millisecond), "window", (end - at).Round(time.Millisecond), "clicks", clicks,
 		"unanswered", unanswered, "p99", fmt.Sprintf("%.1fms", l.P99), "max", fmt.Sprintf("%.1fms", l.Max))
 }
 

@@ -52,8 +52,8 @@ func (r *Report) title() string {
 	if !r.Workers.ExactlyOnce {
 		mode = "at-least-once"
 	}
-	return fmt.Sprintf("clickrec loadtest: %s, %s ev/s planned (peak %s), %d worker(s), %s",
-		r.Scenario, thousands(r.RateTarget), thousands(r.RatePeak), r.Workers.Count, mode)
+	return fmt.Sprintf("clickrec loadtest: %s, %s ev/s planned (peak %s), %s worker(s), %s",
+		r.Scenario, thousands(r.RateTarget), thousands(r.RatePeak), r.workerCounts(), mode)
 }
 
 func (r *Report) plotOverTime(path string) error {
