@@ -157,47 +157,56 @@ func (r *Reference) BinLabel(i int) string {
 
 // Validate checks that the profile is well formed: a known kind, strictly
 // increasing finite edges or distinct categories, and one count per bin.
+// ReferenceSet.Validate also checks the kind against the feature's.
 func (r *Reference) Validate() error {
+	if err := r.validate(); err != nil {
+		return fmt.Errorf("drift: %w", err)
+	}
+	return nil
+}
+
+// validate is Validate without the package prefix, for messages that name
+// the feature first.
+func (r *Reference) validate() error {
 	switch r.Kind {
 	case Numeric:
 		if len(r.Categories) > 0 {
-			return errors.New("drift: numeric reference with categories")
+			return errors.New("numeric reference with categories")
 		}
 		for i, e := range r.Edges {
 			if math.IsNaN(e) || math.IsInf(e, 0) {
-				return fmt.Errorf("drift: edge %d is %v", i, e)
+				return fmt.Errorf("edge %d is %v", i, e)
 			}
 			if i > 0 && e <= r.Edges[i-1] {
-				return fmt.Errorf("drift: edges not strictly increasing at %d", i)
+				return fmt.Errorf("edges not strictly increasing at %d", i)
 			}
 		}
 		if len(r.Counts) != len(r.Edges)+1 {
-			return fmt.Errorf("drift: %d counts for %d edges, want %d", len(r.Counts), len(r.Edges), len(r.Edges)+1)
+			return fmt.Errorf("%d counts for %d edges, want %d", len(r.Counts), len(r.Edges), len(r.Edges)+1)
 		}
 	case Categorical:
 		if len(r.Edges) > 0 {
-			return errors.New("drift: categorical reference with edges")
+			return errors.New("categorical reference with edges")
 		}
 		seen := make(map[string]bool, len(r.Categories))
 		for _, c := range r.Categories {
 			if seen[c] {
-				return fmt.Errorf("drift: category %q listed twice", c)
+				return fmt.Errorf("category %q listed twice", c)
 			}
 			seen[c] = true
 		}
 		if len(r.Counts) != len(r.Categories)+1 {
-			return fmt.Errorf("drift: %d counts for %d categories, want %d", len(r.Counts), len(r.Categories), len(r.Categories)+1)
+			return fmt.Errorf("%d counts for %d categories, want %d", len(r.Counts), len(r.Categories), len(r.Categories)+1)
 		}
 	default:
-		return fmt.Errorf("drift: unknown kind %q", r.Kind)
+		return fmt.Errorf("unknown kind %q", r.Kind)
 	}
 	return nil
 }
 
 // UnmarshalJSON decodes and validates a reference profile.
 func (r *Reference) UnmarshalJSON(b []byte) error {
-	type plain Reference
-	var p plain
+	var p plainReference
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
@@ -208,6 +217,9 @@ func (r *Reference) UnmarshalJSON(b []byte) error {
 	*r = ref
 	return nil
 }
+
+// plainReference is Reference without its UnmarshalJSON.
+type plainReference Reference
 
 // Fingerprint identifies the reference's bins (kind, edges, categories; not
 // the counts). A live profile records the fingerprint of the bins it was

@@ -357,6 +357,73 @@ func TestReferenceJSONValidates(t *testing.T) {
 	}
 }
 
+// TestReferenceSetJSONValidates: a reference set that would make the hot
+// path panic on its first observation (a feature of the wrong kind, a null
+// profile) or whose bins are broken does not decode, and the error names the
+// feature.
+func TestReferenceSetJSONValidates(t *testing.T) {
+	f := func(set string, wantInErr ...string) {
+		t.Helper()
+		var refs ReferenceSet
+		err := json.Unmarshal([]byte(set), &refs)
+		if err == nil {
+			t.Fatalf("accepted %s", set)
+		}
+		for _, want := range wantInErr {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("decoding %s: %q does not mention %q", set, err, want)
+			}
+		}
+	}
+	// The wrong kind for a feature the code observes.
+	f(`{"category_mix":{"kind":"numeric","edges":[1,2],"counts":[5,3,1]}}`, "feature category_mix", "numeric", "categorical")
+	f(`{"top1_score":{"kind":"categorical","categories":["a"],"counts":[1,1]}}`, "feature top1_score", "categorical", "numeric")
+	// Broken bins, an unknown kind, a null profile.
+	f(`{"session_length_ms":{"kind":"numeric","edges":[3,1],"counts":[0,0,0]}}`, "feature session_length_ms", "edges not strictly increasing")
+	f(`{"window_events":{"kind":"numeric","edges":[1,2],"counts":[1,1]}}`, "feature window_events", "2 counts for 2 edges")
+	f(`{"strategy_mix":{"kind":"categorical","categories":["model","model"],"counts":[1,1,1]}}`, "feature strategy_mix", "listed twice")
+	f(`{"my_feature":{"kind":"histogram","counts":[1]}}`, "feature my_feature", "unknown kind")
+	f(`{"event_type_mix":null}`, "feature event_type_mix", "null")
+	f(`{"category_mix":{"kind":"categorical","counts":"many"}}`, "feature category_mix")
+	// Every problem is reported.
+	f(`{"category_mix":{"kind":"numeric","counts":[1]},"top1_score":{"kind":"categorical","counts":[1]}}`, "feature category_mix", "feature top1_score")
+
+	// Standard features of the right kind, one missing, and a feature this
+	// code does not know are fine.
+	var refs ReferenceSet
+	ok := `{"category_mix":{"kind":"categorical","categories":["shoes"],"counts":[3,1]},` +
+		`"session_length_ms":{"kind":"numeric","edges":[0,60000],"counts":[1,2,3]},` +
+		`"dwell_ms":{"kind":"numeric","counts":[4]}}`
+	if err := json.Unmarshal([]byte(ok), &refs); err != nil || len(refs) != 3 {
+		t.Fatalf("good reference set: %v, %v", refs, err)
+	}
+	live := refs.NewLive()
+	ObserveWindow(live, &Window{ByCategory: map[string]uint64{"shoes": 2}, SessionLengthMs: 100, Revision: 1})
+	if live[FeatureCategoryMix].N() != 2 || live[FeatureSessionLength].N() != 1 {
+		t.Fatalf("live profiles of a good set: %+v", live)
+	}
+}
+
+// TestReferenceSetValidate checks sets built in code the same way.
+func TestReferenceSetValidate(t *testing.T) {
+	f := func(refs ReferenceSet, wantInErr string) {
+		t.Helper()
+		err := refs.Validate()
+		switch {
+		case wantInErr == "" && err != nil:
+			t.Fatalf("valid set rejected: %v", err)
+		case wantInErr != "" && (err == nil || !strings.Contains(err.Error(), wantInErr)):
+			t.Fatalf("got %v, want an error mentioning %q", err, wantInErr)
+		}
+	}
+	f(ReferenceSet{}, "")
+	f(ReferenceSet{FeatureWindowEvents: NewNumericReference([]float64{1, 2, 3}, 0)}, "")
+	f(ReferenceSet{FeatureWindowEvents: NewCategoricalReference(map[string]uint64{"3": 1}, 0)}, "feature window_events: the reference profile is categorical")
+	f(ReferenceSet{FeatureEventTypeMix: nil}, "feature event_type_mix: no reference profile")
+	f(ReferenceSet{FeatureTop1Score: {Kind: Numeric, Edges: []float64{0, math.NaN()}, Counts: []uint64{1, 1, 1}}}, "feature top1_score: edge 1 is NaN")
+	f(ReferenceSet{FeatureStrategyMix: {Kind: Categorical, Categories: []string{"model"}, Counts: []uint64{1}}}, "feature strategy_mix: 1 counts for 1 categories")
+}
+
 func TestObserveWindowFromTopicRecord(t *testing.T) {
 	// A record as hotpath's emitWindow writes it.
 	rec := `{"user_id":"u1","window_start_ms":60000,"window_end_ms":120000,"events":4,` +

@@ -1,6 +1,8 @@
 package drift
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -136,7 +138,63 @@ func ObserveStrategy(o Observer, strategy string, top1 float64, hasItems bool) {
 // feature name. It is what the registry stores next to the model (as JSON).
 type ReferenceSet map[string]*Reference
 
+// Validate checks a reference set before anything counts against it: every
+// profile is well formed (Reference.Validate: a known kind, sane bins, one
+// count per bin), none is null, and every feature this code observes
+// (StandardFeatures) has a profile of the kind the code counts it as — a
+// numeric profile for a categorical feature would otherwise make the first
+// observation into its live profile panic. A standard feature may be absent
+// (it is then not watched); a feature this code does not know is checked
+// for form only (nothing observes it, Compare still reports it). Every
+// problem is reported, each naming its feature.
+func (s ReferenceSet) Validate() error {
+	kinds := StandardFeatures()
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(s)) {
+		r := s[name]
+		if r == nil {
+			errs = append(errs, fmt.Errorf("drift: feature %s: no reference profile (null)", name))
+			continue
+		}
+		if err := r.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("drift: feature %s: %w", name, err))
+			continue
+		}
+		if want, known := kinds[name]; known && r.Kind != want {
+			errs = append(errs, fmt.Errorf("drift: feature %s: the reference profile is %s, but this code counts %s as %s", name, r.Kind, name, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// UnmarshalJSON decodes a reference set and validates it (Validate), so a
+// set that decodes can be counted against without panicking. Errors name
+// the feature.
+func (s *ReferenceSet) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // like any map: null leaves it as it is
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("drift: cannot decode reference profiles: %w", err)
+	}
+	set := make(ReferenceSet, len(raw))
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		var p *plainReference // null stays nil; Validate reports it
+		if err := json.Unmarshal(raw[name], &p); err != nil {
+			return fmt.Errorf("drift: feature %s: cannot decode its reference profile: %w", name, err)
+		}
+		set[name] = (*Reference)(p)
+	}
+	if err := set.Validate(); err != nil {
+		return err
+	}
+	*s = set
+	return nil
+}
+
 // NewLive returns an empty live set with one live profile per reference.
+// The set must be valid (Validate; decoding checks it).
 func (s ReferenceSet) NewLive() LiveSet {
 	l := make(LiveSet, len(s))
 	for name, r := range s {

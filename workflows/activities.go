@@ -917,7 +917,9 @@ func (a *Activities) RegisterCandidate(ctx context.Context, in RegisterInput) (*
 		md.OfflineMetrics["holdout_current"] = in.Holdout.Current
 	}
 	meta := registry.Metadata{Metadata: md, Holdout: in.Holdout.Candidate, Reference: json.RawMessage(ref)}
-	if err := reg.Register(ctx, registry.Version{Meta: meta, Model: bin, ONNX: onnxBytes}, in.Reason); err != nil {
+	if err := reg.Register(ctx, registry.Version{Meta: meta, Model: bin, ONNX: onnxBytes}, in.Reason); errors.Is(err, registry.ErrInvalidReference) {
+		return nil, badInput("reference file %s: %v", in.ReferenceFile, err)
+	} else if err != nil {
 		return nil, err
 	}
 	return &RegisterOutput{}, nil

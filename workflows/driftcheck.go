@@ -112,9 +112,9 @@ func (a *Activities) MeasureDrift(ctx context.Context, in MeasureInput) (*DriftR
 		rep.Note = cur + " has no reference profiles"
 		return rep, nil
 	}
-	var ref drift.ReferenceSet
+	var ref drift.ReferenceSet // decoding validates it against the features counted
 	if err := json.Unmarshal(md.Reference, &ref); err != nil {
-		rep.Note = fmt.Sprintf("the reference profiles of %s do not decode: %v", cur, err)
+		rep.Note = fmt.Sprintf("the reference profiles of %s are not usable: %v", cur, err)
 		return rep, nil
 	}
 	hist, err := reg.History(ctx, 1000)

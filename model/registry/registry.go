@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/model"
 )
 
@@ -50,6 +51,13 @@ var ErrNotFound = errors.New("model version not found")
 // ErrNoPrevious is returned by Rollback and RollbackFrom when no earlier
 // version was served: there is nothing to roll back to, and nothing changed.
 var ErrNoPrevious = errors.New("no previous version to roll back to")
+
+// ErrInvalidReference is returned (wrapped, with a reason naming the
+// feature) by Register when a version's reference profiles do not decode or
+// do not fit the drift features this code counts (drift.ReferenceSet.Validate),
+// such as a numeric profile for a categorical feature. Nothing is registered;
+// retrying cannot help: the reference must be rebuilt.
+var ErrInvalidReference = errors.New("invalid drift reference profiles")
 
 // ErrNotCurrent is matched (errors.Is) by the *NotCurrentError RollbackFrom
 // returns when the version it was to roll back from no longer serves.
@@ -77,7 +85,9 @@ type Metadata struct {
 	// Holdout are the metrics of this version on the holdout it was compared on.
 	Holdout map[string]float64 `json:"holdout,omitempty"`
 	// Reference holds the reference feature profiles for drift checks (JSON of
-	// a drift profile set), recorded when the version was trained.
+	// a drift.ReferenceSet), recorded when the version was trained. Register
+	// refuses one that does not validate; decoding it into a drift.ReferenceSet
+	// validates it again (against the reader's own feature kinds).
 	Reference json.RawMessage `json:"reference_profiles,omitempty"`
 	ONNXBytes int             `json:"onnx_bytes"`
 }
@@ -104,7 +114,9 @@ type Registry struct{ rc *redis.Client }
 // New returns a registry over rc.
 func New(rc *redis.Client) *Registry { return &Registry{rc: rc} }
 
-// Register stores a new version. It does not serve it: Promote does.
+// Register stores a new version. It does not serve it: Promote does. A
+// version with reference profiles that do not validate is refused with
+// ErrInvalidReference.
 func (r *Registry) Register(ctx context.Context, v Version, reason string) error {
 	name := v.Meta.Version
 	if name == "" {
@@ -112,6 +124,12 @@ func (r *Registry) Register(ctx context.Context, v Version, reason string) error
 	}
 	if v.Meta.RegisteredAt.IsZero() {
 		v.Meta.RegisteredAt = time.Now().UTC()
+	}
+	if len(v.Meta.Reference) > 0 {
+		var ref drift.ReferenceSet
+		if err := json.Unmarshal(v.Meta.Reference, &ref); err != nil {
+			return fmt.Errorf("registry: cannot register %s: %w: %w", name, ErrInvalidReference, err)
+		}
 	}
 	v.Meta.ONNXBytes = len(v.ONNX)
 	meta, err := json.Marshal(v.Meta)

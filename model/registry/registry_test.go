@@ -2,7 +2,9 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -252,5 +254,33 @@ func TestRollbackFrom(t *testing.T) {
 	}
 	if cur, _ := r.Current(ctx); cur != v1 {
 		t.Fatalf("current %q, want %s", cur, v1)
+	}
+}
+
+// TestRegisterRejectsInvalidReference refuses versions whose drift reference
+// would make a worker panic, naming the feature.
+func TestRegisterRejectsInvalidReference(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	ctx := testenv.Context(t, 20*time.Second)
+	f := func(ref, wantInErr string) {
+		t.Helper()
+		v := version(testenv.Name("bad"))
+		v.Meta.Reference = json.RawMessage(ref)
+		err := r.Register(ctx, v, "trained")
+		if !errors.Is(err, ErrInvalidReference) || !strings.Contains(err.Error(), wantInErr) {
+			t.Fatalf("register with reference %s: %v; want ErrInvalidReference mentioning %q", ref, err, wantInErr)
+		}
+		if _, err := r.Meta(ctx, v.Meta.Version); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the refused version is stored: %v", err)
+		}
+	}
+	f(`{"category_mix":{"kind":"numeric","edges":[1,2],"counts":[1,2,3]}}`, "category_mix")
+	f(`{"session_length_ms":{"kind":"numeric","edges":[5,1],"counts":[1,2,3]}}`, "session_length_ms")
+	f(`{"top1_score":null}`, "top1_score")
+
+	good := version(testenv.Name("good"))
+	good.Meta.Reference = json.RawMessage(`{"category_mix":{"kind":"categorical","categories":["shoes"],"counts":[3,1]}}`)
+	if err := r.Register(ctx, good, "trained"); err != nil {
+		t.Fatalf("register with a valid reference: %v", err)
 	}
 }
