@@ -31,9 +31,12 @@ type Config struct {
 	SecondPoll      time.Duration // how long a poll that returned records waits for more before the transaction
 	TxnTimeout      time.Duration // broker aborts a transaction left open this long
 	SessionTimeout  time.Duration // group session timeout: how fast a dead worker's partitions move
-	StateStore      string        // memory | encoded | pebble (see Store)
-	StateDir        string        // pebble: where the partitions' stores live
-	AtLeastOnce     bool          // no transactions: outputs first, then offsets (a crash may duplicate; for comparison)
+	// HeartbeatInterval is how often a worker heartbeats to the group
+	// coordinator, which is how it learns that a rebalance has begun.
+	HeartbeatInterval time.Duration
+	StateStore        string // memory | encoded | pebble (see Store)
+	StateDir          string // pebble: where the partitions' stores live
+	AtLeastOnce       bool   // no transactions: outputs first, then offsets (a crash may duplicate; for comparison)
 	// LeaveOnShutdown removes this static member from the group when the
 	// worker stops cleanly, so its partitions move at once; false keeps them
 	// reserved for SessionTimeout, for a restart of the same instance.
@@ -55,26 +58,27 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	c := Config{
-		Group:           "clickrec-hotpath",
-		InstanceID:      host,
-		OutOfOrderness:  5 * time.Minute,
-		AllowedLateness: 5 * time.Minute,
-		Window:          time.Minute,
-		SessionTTL:      time.Hour,
-		SessionGap:      30 * time.Minute,
-		DwellCap:        5 * time.Minute,
-		IdleTimeout:     30 * time.Second,
-		RecentItems:     20,
-		TopK:            10,
-		MaxPollRecords:  2000,
-		SecondPoll:      2 * time.Millisecond,
-		TxnTimeout:      10 * time.Second,
-		SessionTimeout:  10 * time.Second,
-		LeaveOnShutdown: true,
-		StateStore:      StoreMemory,
-		StateDir:        filepath.Join(os.TempDir(), "clickrec-hotpath-state"),
-		Topics:          kafkautil.DefaultTopics,
-		RedisTTL:        time.Hour,
+		Group:             "clickrec-hotpath",
+		InstanceID:        host,
+		OutOfOrderness:    5 * time.Minute,
+		AllowedLateness:   5 * time.Minute,
+		Window:            time.Minute,
+		SessionTTL:        time.Hour,
+		SessionGap:        30 * time.Minute,
+		DwellCap:          5 * time.Minute,
+		IdleTimeout:       30 * time.Second,
+		RecentItems:       20,
+		TopK:              10,
+		MaxPollRecords:    2000,
+		SecondPoll:        2 * time.Millisecond,
+		TxnTimeout:        10 * time.Second,
+		SessionTimeout:    10 * time.Second,
+		LeaveOnShutdown:   true,
+		HeartbeatInterval: 100 * time.Millisecond,
+		StateStore:        StoreMemory,
+		StateDir:          filepath.Join(os.TempDir(), "clickrec-hotpath-state"),
+		Topics:            kafkautil.DefaultTopics,
+		RedisTTL:          time.Hour,
 
 		DriftPublishEvery: 10 * time.Second,
 		LagEvery:          10 * time.Second,
@@ -112,6 +116,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("txn-timeout", "CLICKREC_HOTPATH_TXN_TIMEOUT")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long a silent worker keeps its partitions")
 	fs.Env("session-timeout", "CLICKREC_HOTPATH_SESSION_TIMEOUT")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often a worker heartbeats to the group coordinator; it learns of a rebalance (a worker joining or leaving) only then, and every other worker waits for it, so this bounds how long a membership change pauses the group (at most a third of --session-timeout)")
+	fs.Env("heartbeat-interval", "CLICKREC_HOTPATH_HEARTBEAT_INTERVAL")
 	fs.BoolVar(&c.LeaveOnShutdown, "leave-on-shutdown", c.LeaveOnShutdown, "on a clean stop (SIGTERM), remove this static member from the group so its partitions move to the others at once (a deploy, a scale-in); false keeps them reserved for --session-timeout, for a restart of the same --instance-id that should get them back without a rebalance")
 	fs.Env("leave-on-shutdown", "CLICKREC_HOTPATH_LEAVE_ON_SHUTDOWN")
 	fs.DurationVar(&c.DriftPublishEvery, "drift-publish-every", c.DriftPublishEvery, "how often the live drift profile of the current minute goes to Redis (drift:live:<minute>:<instance>, read by the CheckDrift workflow)")
@@ -184,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AllowedLateness < 0 {
 		return cli.Usagef("--allowed-lateness must not be negative, got %v", c.AllowedLateness)
+	}
+	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.SessionTimeout/3 {
+		return cli.Usagef("--heartbeat-interval must be positive and at most a third of --session-timeout (%v), got %v", c.SessionTimeout, c.HeartbeatInterval)
 	}
 	if c.LagEvery < 0 {
 		return cli.Usagef("--lag-every must not be negative (0 turns it off), got %v", c.LagEvery)

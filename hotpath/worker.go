@@ -155,10 +155,14 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 		kgo.ConsumerGroup(w.cfg.Group),
 		kgo.InstanceID(w.cfg.InstanceID),
 		kgo.SessionTimeout(w.cfg.SessionTimeout),
+		// A member learns of a rebalance from its next heartbeat: with
+		// franz-go's 3 s default a joining worker kept every other one
+		// waiting for it in the next round (measured ≈ 500 ms per join).
+		kgo.HeartbeatInterval(w.cfg.HeartbeatInterval),
 		kgo.ConsumeTopics(string(t.Events)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.RecordPartitioner(changelogPartitioner(string(t.Changelog))),
 		kgo.ProducerLinger(0),
 		kgo.OnPartitionsAssigned(w.onAssigned),
@@ -402,7 +406,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 	lastCommit := 5 * time.Millisecond // until the first commit is measured
 	for {
 		pollStart := time.Now()
-		pollCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		pollCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		fetches := sess.PollRecords(pollCtx, w.cfg.MaxPollRecords)
 		cancel()
 		// Idle: the poll waited longer than a commit takes.
