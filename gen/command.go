@@ -61,6 +61,7 @@ type genFlags struct {
 	lateShare, invalidShare  float64
 	seed                     uint64
 	kafka                    kafkautil.Config
+	topics                   kafkautil.Topics
 	log                      cli.Logging
 	set                      map[string]bool
 }
@@ -93,6 +94,16 @@ func (f *genFlags) register(fs *cli.FlagSet) {
 	fs.Env("seed", "CLICKREC_GEN_SEED")
 	fs.StringVar(&f.out, "out", "stdout", "where records go: stdout (JSON lines, one record value per line) or kafka (topic user_events, keyed by user id; see --kafka-brokers)")
 	fs.Env("out", "CLICKREC_GEN_OUT")
+	f.topics = kafkautil.DefaultTopics
+	fs.Func("topic-prefix", "prefix of every topic name, as the hot path's --topic-prefix: lt1- sends to lt1-user_events (empty: the standard names)", func(p string) error {
+		t, err := kafkautil.PrefixedTopics(p)
+		if err != nil {
+			return err
+		}
+		f.topics = t
+		return nil
+	})
+	fs.Env("topic-prefix", "CLICKREC_GEN_TOPIC_PREFIX")
 	f.kafka.Register(fs)
 	f.log.Register(fs)
 }
@@ -172,7 +183,7 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 		Log:      log,
 	})
 	if ks, ok := sink.(*KafkaSink); ok {
-		log.Info("gen kafka", "topic", kafkautil.DefaultTopics.Events, "sent", st.Sent, "acked", ks.Acked(), "failed", ks.Failed())
+		log.Info("gen kafka", "topic", f.topics.Events, "sent", st.Sent, "acked", ks.Acked(), "failed", ks.Failed())
 	}
 	return err
 }
@@ -233,7 +244,7 @@ func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink,
 		}
 	}
 	if len(cfg.Brokers) == 0 {
-		emb, err := kafkautil.StartEmbedded(cfg, kafkautil.DefaultTopics)
+		emb, err := kafkautil.StartEmbedded(cfg, f.topics)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -241,7 +252,7 @@ func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink,
 		log.Warn("no --kafka-brokers given: started an embedded in-process Kafka broker; its records vanish when gen exits (set --kafka-brokers or CLICKREC_KAFKA_BROKERS to reach a real cluster)",
 			"addr", cfg.Brokers.String())
 	}
-	topic := string(kafkautil.DefaultTopics.Events)
+	topic := string(f.topics.Events)
 	cl, err := kgo.NewClient(append(cfg.Opts("clickrec-gen"),
 		kgo.DefaultProduceTopic(topic),
 		kgo.MaxBufferedRecords(MaxInFlight),
@@ -256,7 +267,7 @@ func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink,
 		closeAll()
 		return nil, nil, err
 	}
-	if err := kafkautil.EnsureTopics(ctx, cfg, cl, kafkautil.DefaultTopics); err != nil {
+	if err := kafkautil.EnsureTopics(ctx, cfg, cl, f.topics); err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("cannot prepare topics: %w", err)
 	}

@@ -271,3 +271,37 @@ func TestCommandFlags(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 }
+
+// TestCommandTopicPrefix: --topic-prefix sends to <prefix>user_events, the
+// topic a hot path started with the same --topic-prefix reads; a prefix Kafka
+// would refuse is a usage error.
+func TestCommandTopicPrefix(t *testing.T) {
+	cfg := &kafkautil.Config{Partitions: 2, ReplicationFactor: 1, DialTimeout: 5 * time.Second}
+	emb, err := kafkautil.StartEmbedded(cfg, kafkautil.DefaultTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx := testenv.Context(t, 30*time.Second)
+	if _, err := command(t, ctx, "--out", "kafka", "--kafka-brokers", cfg.Brokers.String(), "--kafka-partitions", "2",
+		"--topic-prefix", "lt7-", "--count", "20", "--rate", "0"); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append(cfg.Opts("gen-test"), kgo.ConsumeTopics("lt7-user_events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got := 0
+	for got < 20 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of 20 records from lt7-user_events: %v", got, err)
+		}
+		got += fs.NumRecords()
+	}
+	if _, err := command(t, ctx, "--topic-prefix", "bad prefix!", "--count", "1"); err == nil {
+		t.Fatal("a prefix with a space and '!' was accepted")
+	}
+}

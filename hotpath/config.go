@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/clickrec/clickrec/internal/cli"
@@ -138,7 +137,7 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	})
 	fs.Env("exactly-once", "CLICKREC_HOTPATH_EXACTLY_ONCE")
 	fs.Func("topic-prefix", "prefix of every topic name, e.g. lt1- reads lt1-user_events and writes lt1-recommendations, lt1-hotpath-changelog, …; isolates test and load-test runs on a shared cluster (empty: the standard names)", func(p string) error {
-		t, err := PrefixedTopics(p)
+		t, err := kafkautil.PrefixedTopics(p)
 		if err != nil {
 			return err
 		}
@@ -146,26 +145,6 @@ func (c *Config) Register(fs *cli.FlagSet) {
 		return nil
 	})
 	fs.Env("topic-prefix", "CLICKREC_HOTPATH_TOPIC_PREFIX")
-}
-
-// PrefixedTopics returns kafkautil.DefaultTopics with every name prefixed by
-// prefix. The prefix may hold ASCII letters, digits, '.', '_' and '-' only, the
-// characters Kafka allows in topic names.
-func PrefixedTopics(prefix string) (kafkautil.Topics, error) {
-	if i := strings.IndexFunc(prefix, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
-	}); i >= 0 {
-		return kafkautil.Topics{}, fmt.Errorf("topic prefix %q: character %q is not allowed in Kafka topic names (use letters, digits, '.', '_', '-')", prefix, prefix[i])
-	}
-	d := kafkautil.DefaultTopics
-	return kafkautil.Topics{
-		Events:    kafkautil.Stream(prefix + string(d.Events)),
-		Recs:      kafkautil.Stream(prefix + string(d.Recs)),
-		Changelog: kafkautil.Table(prefix + string(d.Changelog)),
-		Late:      kafkautil.Stream(prefix + string(d.Late)),
-		DLQ:       kafkautil.Stream(prefix + string(d.DLQ)),
-		Windows:   kafkautil.Stream(prefix + string(d.Windows)),
-	}, nil
 }
 
 // Validate checks the values and says what to fix.

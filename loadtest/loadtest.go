@@ -268,7 +268,7 @@ func (c *Config) Validate() error {
 	if c.OutOfOrderness <= 0 {
 		bad("out-of-orderness must be positive, got %v", c.OutOfOrderness)
 	}
-	if _, err := hotpath.PrefixedTopics(c.TopicPrefix); err != nil {
+	if _, err := kafkautil.PrefixedTopics(c.TopicPrefix); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Kafka.Validate(); err != nil {
@@ -334,7 +334,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if cfg.Group == "" {
 		cfg.Group = cfg.TopicPrefix + "hotpath"
 	}
-	topics, err := hotpath.PrefixedTopics(cfg.TopicPrefix)
+	topics, err := kafkautil.PrefixedTopics(cfg.TopicPrefix)
 	if err != nil {
 		return nil, err
 	}

@@ -211,7 +211,7 @@ func dumpLogs(t *testing.T, dir string) {
 // embedded starts a kfake cluster with the topics of prefix.
 func embedded(t *testing.T, prefix string, partitions int) (kafkautil.Config, kafkautil.Topics) {
 	t.Helper()
-	topics, err := hotpath.PrefixedTopics(prefix)
+	topics, err := kafkautil.PrefixedTopics(prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/clickrec/clickrec/gen"
-	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/redisutil"
@@ -164,7 +163,7 @@ everything in one process.`)
 	fs.BoolVar(&noRedis, "no-redis", false, "run without Redis: follow the Kafka topics and keep users in memory")
 	fs.Env("no-redis", "CLICKREC_NO_REDIS")
 	fs.Func("topic-prefix", "prefix of the topic names, as given to clickrec hotpath (empty: the standard names)", func(p string) error {
-		t, err := hotpath.PrefixedTopics(p)
+		t, err := kafkautil.PrefixedTopics(p)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,6 @@ import (
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/redisutil"
@@ -190,7 +189,7 @@ func (f *workerFlags) register(fs *cli.FlagSet) {
 	f.kafka.Register(fs)
 	f.topics = kafkautil.DefaultTopics
 	fs.Func("topic-prefix", "prefix of the topic names the activities read, as the hot path workers' --topic-prefix: lt1- reads lt1-user_events and lt1-user_session_windows; isolates test runs on a shared cluster (empty: the standard names)", func(p string) error {
-		t, err := hotpath.PrefixedTopics(p)
+		t, err := kafkautil.PrefixedTopics(p)
 		if err != nil {
 			return err
 		}

@@ -206,3 +206,23 @@ func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) erro
 	}
 	return nil
 }
+
+// PrefixedTopics returns DefaultTopics with every name prefixed by
+// prefix. The prefix may hold ASCII letters, digits, '.', '_' and '-' only, the
+// characters Kafka allows in topic names.
+func PrefixedTopics(prefix string) (Topics, error) {
+	if i := strings.IndexFunc(prefix, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}); i >= 0 {
+		return Topics{}, fmt.Errorf("topic prefix %q: character %q is not allowed in Kafka topic names (use letters, digits, '.', '_', '-')", prefix, prefix[i])
+	}
+	d := DefaultTopics
+	return Topics{
+		Events:    Stream(prefix + string(d.Events)),
+		Recs:      Stream(prefix + string(d.Recs)),
+		Changelog: Table(prefix + string(d.Changelog)),
+		Late:      Stream(prefix + string(d.Late)),
+		DLQ:       Stream(prefix + string(d.DLQ)),
+		Windows:   Stream(prefix + string(d.Windows)),
+	}, nil
+}
