@@ -21,7 +21,7 @@ import (
 const Synopsis = "generate shop clicks (synthetic or Taobao replay) to Kafka or stdout"
 
 // DefaultTaobaoFile is the Taobao time slice, relative to the repository root.
-const DefaultTaobaoFile = "../shared/data/taobao/UserBehavior.time-slice.csv.gz"
+const DefaultTaobaoFile = "data/taobao/UserBehavior.time-slice.csv.gz" // scripts/data.sh puts it there
 
 // MaxInFlight bounds the records produced to Kafka and not yet acknowledged;
 // when it is reached, sending waits and the schedule's lag grows.

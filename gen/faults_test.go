@@ -104,7 +104,7 @@ func TestSyntheticFaults(t *testing.T) {
 }
 
 func TestReplayFaults(t *testing.T) {
-	tb := openTaobao(t, userTail)
+	tb := openTaobao(t, userTail2k)
 	p, err := NewReplay(tb, ReplayConfig{Speedup: 60, Seed: 3, LateShare: 0.2, InvalidShare: 0.3})
 	if err != nil {
 		t.Fatal(err)

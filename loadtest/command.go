@@ -319,7 +319,7 @@ func (f *flags) apply() error {
 	}
 	if c.Source == "taobao" {
 		if _, err := os.Stat(c.TaobaoFile); err != nil {
-			return cli.Usagef("--taobao-file: %v (run from the repository root, or set --taobao-file / CLICKREC_LOADTEST_TAOBAO_FILE)", err)
+			return cli.Usagef("--taobao-file: %v (run scripts/data.sh and run from the repository root, or set --taobao-file / CLICKREC_LOADTEST_TAOBAO_FILE)", err)
 		}
 	}
 	return nil

@@ -216,10 +216,10 @@ func TestDigineticaSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains on real data (a few seconds)")
 	}
-	const dir = "../../../shared/data/diginetica"
+	const dir = "../../data/diginetica" // scripts/data.sh
 	trainPath, testPath := filepath.Join(dir, "train_sessions.txt.gz"), filepath.Join(dir, "test_cases.dev.tsv.gz")
 	if _, err := os.Stat(trainPath); err != nil {
-		t.Skip("Diginetica data not present:", err)
+		t.Skip("Diginetica data not present (scripts/data.sh):", err)
 	}
 	ss, _, err := model.ReadSessionsFile(trainPath, model.FormatDiginetica)
 	if err != nil {
