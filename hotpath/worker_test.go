@@ -610,13 +610,7 @@ func cleanStopHandsOver(t *testing.T, brokers []string) {
 	h.cfg.SessionTimeout = 45 * time.Second
 	m := randomModel(50, 8, 3)
 	base := time.Now().Add(-time.Minute).UnixMilli()
-	batch := func(from, n int) []*kgo.Record {
-		var out []*kgo.Record
-		for i := from; i < from+n; i++ {
-			out = append(out, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%41), event.View, int64(1000+i%50), "c1", base+int64(i)))
-		}
-		return out
-	}
+	batch := func(from, n int) []*kgo.Record { return viewClicks(from, n, 41, 50, base) }
 	stopA := h.startWorker("a", m)
 	h.startWorker("b", m)
 	h.produce(batch(0, 200)...)
@@ -625,19 +619,7 @@ func cleanStopHandsOver(t *testing.T, brokers []string) {
 	h.produce(batch(200, 200)...)
 	// Well inside the 45 s session timeout: only a hand-over gets here.
 	recs := h.readUntil(h.topics.Recs, 20*time.Second, func(r []*kgo.Record) bool { return len(r) >= 400 })
-	seen := map[string]int{}
-	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
-		seen[o.EventID]++
-	}
-	for i := range 400 {
-		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
-			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
-		}
-	}
+	checkOncePerEvent(t, recs, 400)
 }
 
 // TestLagFromCommittedOffsets: the lag gauge follows the group's committed
@@ -702,13 +684,7 @@ func TestStoreFailureRebuildsState(t *testing.T) {
 	t.Cleanup(func() { testHookPebbleCommit = func() error { return nil } })
 	m := randomModel(50, 8, 4)
 	base := time.Now().Add(-time.Minute).UnixMilli()
-	batch := func(from, n int) []*kgo.Record {
-		var out []*kgo.Record
-		for i := from; i < from+n; i++ {
-			out = append(out, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%13), event.View, int64(1000+i%50), "c1", base+int64(i)))
-		}
-		return out
-	}
+	batch := func(from, n int) []*kgo.Record { return viewClicks(from, n, 13, 50, base) }
 	h.startWorker("a", m)
 	h.produce(batch(0, 100)...)
 	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 100 })
@@ -718,19 +694,7 @@ func TestStoreFailureRebuildsState(t *testing.T) {
 	if !fired.Load() {
 		t.Fatal("the injected store failure never happened")
 	}
-	seen := map[string]int{}
-	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
-		seen[o.EventID]++
-	}
-	for i := range 200 {
-		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
-			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
-		}
-	}
+	checkOncePerEvent(t, recs, 200)
 }
 
 // TestFailedRestoreLosesNothing: a restore that fails while the poll holds
@@ -762,19 +726,36 @@ func TestFailedRestoreLosesNothing(t *testing.T) {
 			if !fired.Load() {
 				t.Fatal("the injected failure never happened")
 			}
-			seen := map[string]int{}
-			for _, r := range got {
-				var o recOut
-				if err := json.Unmarshal(r.Value, &o); err != nil {
-					t.Fatal(err)
-				}
-				seen[o.EventID]++
-			}
-			for i := range 100 {
-				if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
-					t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
-				}
-			}
+			checkOncePerEvent(t, got, 100)
 		})
+	}
+}
+
+// viewClicks returns n view clicks with event ids ev<from>…, of users
+// u0…u<users-1> and items 1000…, at event times base+i ms.
+func viewClicks(from, n, users, items int, base int64) []*kgo.Record {
+	var out []*kgo.Record
+	for i := from; i < from+n; i++ {
+		out = append(out, click(fmt.Sprintf("ev%d", i), fmt.Sprintf("u%d", i%users), event.View, int64(1000+i%items), "c1", base+int64(i)))
+	}
+	return out
+}
+
+// checkOncePerEvent fails unless events ev0…ev<n-1> each have exactly one
+// recommendation in recs.
+func checkOncePerEvent(t *testing.T, recs []*kgo.Record, n int) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, r := range recs {
+		var o recOut
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		seen[o.EventID]++
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("ev%d", i)]; c != 1 {
+			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
+		}
 	}
 }

@@ -166,10 +166,7 @@ func Export(m *model.Model, opts ExportOptions) ([]byte, error) {
 			tensorInfo(InputExclude, onnxpb.TensorProto_INT64, "B", "E"),
 			tensorInfo(InputK, onnxpb.TensorProto_INT64, int64(1)),
 		},
-		Output: []*onnxpb.ValueInfoProto{
-			tensorInfo(OutputScores, onnxpb.TensorProto_FLOAT, "B", "k"),
-			tensorInfo(OutputItems, onnxpb.TensorProto_INT64, "B", "k"),
-		},
+		Output: topKOutputs(),
 		Initializer: []*onnxpb.TensorProto{
 			floatTensor("P", m.Projection, int64(n), int64(k)),
 			floatTensor("Yt", yt, int64(k), int64(n)),
@@ -180,12 +177,7 @@ func Export(m *model.Model, opts ExportOptions) ([]byte, error) {
 			floatTensor("zero_f32", []float32{0}),
 			floatTensor("neg_inf", []float32{float32(math.Inf(-1))}),
 		},
-		Node: []*onnxpb.NodeProto{
-			// Fold the session into a user vector: u = Σ_l w[l] · P[items[l]].
-			node("Gather", []string{"P", InputItems}, []string{"rows"}, intAttr("axis", 0)),         // [B,L,K]
-			node("Unsqueeze", []string{InputWeights, "axis2"}, []string{"w3"}),                      // [B,L,1]
-			node("Mul", []string{"rows", "w3"}, []string{"weighted"}),                               // [B,L,K]
-			node("ReduceSum", []string{"weighted", "axis1"}, []string{"u"}, intAttr("keepdims", 0)), // [B,K]
+		Node: append(foldInNodes(),
 			// Score every item: u · Y[i] + prior[i].
 			node("MatMul", []string{"u", "Yt"}, []string{"dot"}),      // [B,N]
 			node("Add", []string{"dot", "prior"}, []string{"scores"}), // [B,N]
@@ -197,7 +189,7 @@ func Export(m *model.Model, opts ExportOptions) ([]byte, error) {
 				intAttr("axis", 1), strAttr("reduction", "add")), // [B,N]
 			node("TopK", []string{"masked", InputK}, []string{OutputScores, OutputItems},
 				intAttr("axis", 1), intAttr("largest", 1), intAttr("sorted", 1)), // [B,k]
-		},
+		),
 	}
 	meta := Metadata{
 		Format:        formatRevision,
@@ -225,10 +217,7 @@ func exportRank(m *model.Model, l int) ([]byte, error) {
 			tensorInfo(InputCandBias, onnxpb.TensorProto_FLOAT, "B", "C"),
 			tensorInfo(InputK, onnxpb.TensorProto_INT64, int64(1)),
 		},
-		Output: []*onnxpb.ValueInfoProto{
-			tensorInfo(OutputScores, onnxpb.TensorProto_FLOAT, "B", "k"),
-			tensorInfo(OutputItems, onnxpb.TensorProto_INT64, "B", "k"),
-		},
+		Output: topKOutputs(),
 		Initializer: []*onnxpb.TensorProto{
 			floatTensor("P", m.Projection, int64(n), int64(k)),
 			floatTensor("Y", m.Factors, int64(n), int64(k)),
@@ -236,13 +225,8 @@ func exportRank(m *model.Model, l int) ([]byte, error) {
 			int64Tensor("axis1", []int64{1}, 1),
 			int64Tensor("axis2", []int64{2}, 1),
 		},
-		Node: []*onnxpb.NodeProto{
-			// Fold the session into a user vector: u = Σ_l w[l] · P[items[l]].
-			node("Gather", []string{"P", InputItems}, []string{"rows"}, intAttr("axis", 0)),         // [B,L,K]
-			node("Unsqueeze", []string{InputWeights, "axis2"}, []string{"w3"}),                      // [B,L,1]
-			node("Mul", []string{"rows", "w3"}, []string{"weighted"}),                               // [B,L,K]
-			node("ReduceSum", []string{"weighted", "axis1"}, []string{"u"}, intAttr("keepdims", 0)), // [B,K]
-			node("Unsqueeze", []string{"u", "axis2"}, []string{"u3"}),                               // [B,K,1]
+		Node: append(foldInNodes(),
+			node("Unsqueeze", []string{"u", "axis2"}, []string{"u3"}), // [B,K,1]
 			// Score the candidates: Y[c]·u + prior[c] + bias (-inf on padding).
 			node("Gather", []string{"Y", InputCandidates}, []string{"cand_rows"}, intAttr("axis", 0)), // [B,C,K]
 			node("MatMul", []string{"cand_rows", "u3"}, []string{"dot3"}),                             // [B,C,1]
@@ -253,7 +237,7 @@ func exportRank(m *model.Model, l int) ([]byte, error) {
 			node("TopK", []string{"scores", InputK}, []string{OutputScores, "top_pos"},
 				intAttr("axis", 1), intAttr("largest", 1), intAttr("sorted", 1)), // [B,k]
 			node("GatherElements", []string{InputCandidates, "top_pos"}, []string{OutputItems}, intAttr("axis", 1)), // [B,k]
-		},
+		),
 	}
 	meta := Metadata{
 		Format:        FormatRank,
@@ -265,6 +249,26 @@ func exportRank(m *model.Model, l int) ([]byte, error) {
 		MaxCandidates: m.MaxCandidates,
 	}
 	return marshalModel(g, meta, "clickrec session recommender: fold-in of session items, candidates ranked by dot product with item factors plus popularity prior, top-k")
+}
+
+// topKOutputs are both graphs' outputs: each session's top k scores and items.
+func topKOutputs() []*onnxpb.ValueInfoProto {
+	return []*onnxpb.ValueInfoProto{
+		tensorInfo(OutputScores, onnxpb.TensorProto_FLOAT, "B", "k"),
+		tensorInfo(OutputItems, onnxpb.TensorProto_INT64, "B", "k"),
+	}
+}
+
+// foldInNodes fold each session into a user vector, the same in both graphs:
+// u = Σ_l w[l] · P[items[l]] ([B, K], named "u"); they need the initializers
+// P, axis1 and axis2.
+func foldInNodes() []*onnxpb.NodeProto {
+	return []*onnxpb.NodeProto{
+		node("Gather", []string{"P", InputItems}, []string{"rows"}, intAttr("axis", 0)),         // [B,L,K]
+		node("Unsqueeze", []string{InputWeights, "axis2"}, []string{"w3"}),                      // [B,L,1]
+		node("Mul", []string{"rows", "w3"}, []string{"weighted"}),                               // [B,L,K]
+		node("ReduceSum", []string{"weighted", "axis1"}, []string{"u"}, intAttr("keepdims", 0)), // [B,K]
+	}
 }
 
 func marshalModel(g *onnxpb.GraphProto, meta Metadata, doc string) ([]byte, error) {
