@@ -47,6 +47,9 @@ type Config struct {
 	Topics kafkautil.Topics
 
 	RedisTTL time.Duration // TTL of user:{id} keys in Redis
+	// RedisRewriteRate is how many restored users per second are written to
+	// Redis again after a restore (0: none).
+	RedisRewriteRate int
 
 	DriftPublishEvery time.Duration // how often the live drift profile of the current minute is written to Redis
 
@@ -78,6 +81,7 @@ func DefaultConfig() Config {
 		StateDir:          filepath.Join(os.TempDir(), "clickrec-hotpath-state"),
 		Topics:            kafkautil.DefaultTopics,
 		RedisTTL:          time.Hour,
+		RedisRewriteRate:  5000,
 
 		DriftPublishEvery: 10 * time.Second,
 		LagEvery:          10 * time.Second,
@@ -123,6 +127,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("drift-publish-every", "CLICKREC_HOTPATH_DRIFT_PUBLISH_EVERY")
 	fs.DurationVar(&c.LagEvery, "lag-every", c.LagEvery, "how often recsys_hotpath_consumer_lag is computed for every partition from the group's committed offsets, so a stuck worker shows (0: only from the records it fetches)")
 	fs.Env("lag-every", "CLICKREC_HOTPATH_LAG_EVERY")
+	fs.IntVar(&c.RedisRewriteRate, "redis-rewrite-rate", c.RedisRewriteRate, "after restoring a partition, write its users to Redis again at this many per second, in the background (0: off): what a crashed or stopped worker had not yet written is not lost for good. Idempotent: a write never replaces a newer one")
+	fs.Env("redis-rewrite-rate", "CLICKREC_HOTPATH_REDIS_REWRITE_RATE")
 	fs.StringVar(&c.StateStore, "state-store", c.StateStore, "where user state lives between batches: memory (decoded, fastest, ≈ 3 KB per user with 20 recent events), encoded (the changelog encoding, ≈ 0.9 KB per user, decoded when a batch touches the user) or pebble (on local disk under --state-dir, for state larger than memory; rebuilt from the changelog on assignment)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "--state-store pebble: directory of the stores, one per worker instance and partition under <dir>/<instance-id>/ (wiped and rebuilt from the changelog; local disk)")
 	fs.Env("state-dir", "CLICKREC_HOTPATH_STATE_DIR")
@@ -172,6 +178,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.SessionTimeout/3 {
 		return cli.Usagef("--heartbeat-interval must be positive and at most a third of --session-timeout (%v), got %v", c.SessionTimeout, c.HeartbeatInterval)
+	}
+	if c.RedisRewriteRate < 0 {
+		return cli.Usagef("--redis-rewrite-rate must not be negative (0 turns it off), got %d", c.RedisRewriteRate)
 	}
 	if c.LagEvery < 0 {
 		return cli.Usagef("--lag-every must not be negative (0 turns it off), got %v", c.LagEvery)

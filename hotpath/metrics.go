@@ -26,6 +26,7 @@ type metrics struct {
 	restores    prometheus.Histogram
 	redisWrites *prometheus.CounterVec
 	redisQueue  prometheus.Gauge
+	rewrites    prometheus.Counter
 }
 
 var latencyBuckets = []float64{.001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .07, .075, .1, .15, .2, .3, .5, 1, 2, 5}
@@ -70,10 +71,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Feature store writes by result: ok or error (errors are retried)."}, []string{"result"}),
 		redisQueue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "recsys_hotpath_redis_pending_users",
 			Help: "Users whose latest state is waiting to be written to Redis."}),
+		rewrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "recsys_hotpath_redis_rewrites_total",
+			Help: "Restored users handed to the Redis writer again after a restore (--redis-rewrite-rate)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.e2e, m.events, m.dlq, m.batch, m.inference, m.scoreErrors, m.txnCommit, m.txns, m.lag, m.wmLag,
-			m.stateUsers, m.recs, m.modelVer, m.windows, m.refired, m.expired, m.restores, m.redisWrites, m.redisQueue)
+			m.stateUsers, m.recs, m.modelVer, m.windows, m.refired, m.expired, m.restores, m.redisWrites, m.redisQueue, m.rewrites)
 	}
 	return m
 }

@@ -14,14 +14,17 @@ import (
 // of the current batch and Pebble's block cache. The directory is a cache of
 // the changelog, never the source of truth: it is wiped when the partition is
 // opened (the worker restores it from the changelog) and when it is closed,
-// and Pebble's own write-ahead log is off — the changelog is the log.
+// and Pebble's own write-ahead log is off — the changelog is the log. A batch's
+// writes stay in an indexed Pebble batch until its transaction ends: Commit
+// applies it, Rollback drops it.
 type pebbleStore struct {
 	db    *pebble.DB
 	dir   string
 	batch *pebble.Batch // indexed: reads see what the batch wrote
 	live  map[string]*userState
 	fresh map[string]bool // added in this batch, not yet saved
-	n     int
+	n     int             // users, including the batch's
+	added int             // users the batch added (negative: removed)
 	err   atomic.Pointer[error] // the first failure (Pebble's background work reports here too)
 }
 
@@ -116,6 +119,7 @@ func (s *pebbleStore) Save(u *userState, encoded []byte) {
 	if s.fresh[u.id] {
 		delete(s.fresh, u.id)
 		s.n++
+		s.added++
 	}
 }
 
@@ -133,6 +137,7 @@ func (s *pebbleStore) Delete(id string) {
 		return
 	}
 	s.n--
+	s.added--
 }
 
 func (s *pebbleStore) commit() {
@@ -151,8 +156,17 @@ func (s *pebbleStore) commit() {
 	s.batch = s.db.NewIndexedBatch()
 }
 
-func (s *pebbleStore) EndBatch() {
+func (s *pebbleStore) Commit() {
 	s.commit()
+	s.added = 0
+	clear(s.live)
+	clear(s.fresh)
+}
+
+func (s *pebbleStore) Rollback() {
+	s.batch.Reset() // still indexed: Reset keeps the index
+	s.n -= s.added
+	s.added = 0
 	clear(s.live)
 	clear(s.fresh)
 }

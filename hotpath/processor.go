@@ -46,6 +46,15 @@ type partition struct {
 	lastRecord time.Time // processing time of the last record, for idleness
 	wmDirty    bool      // watermark changed in this batch
 	touched    map[string]struct{}
+
+	// What a rollback needs besides the store's own undo: the watermark at
+	// the last commit and the timers the batch popped. Timers the batch
+	// pushed stay: they are hints, checked against the state when they pop.
+	committedMaxTs, committedWm int64
+	popped                      []timer
+
+	// Restored users still to be written to Redis again (--redis-rewrite-rate).
+	rewrite []string
 }
 
 func newPartition(id int32, store string) *partition {
@@ -62,7 +71,33 @@ func (p *processor) drop(id int32) {
 	}
 }
 
-// dropAll forgets every partition.
+// rewriteRestored returns the Redis effects of at most n restored users, from
+// their state now (never older than what a committed transaction wrote); nil
+// if none is left. Between batches only.
+func (p *processor) rewriteRestored(n int) map[string]redisEffect {
+	var effects map[string]redisEffect
+	for _, part := range p.parts {
+		if len(part.rewrite) == 0 || len(effects) == n {
+			continue
+		}
+		if effects == nil {
+			effects = make(map[string]redisEffect, n)
+		}
+		for len(part.rewrite) > 0 && len(effects) < n {
+			id := part.rewrite[len(part.rewrite)-1]
+			part.rewrite = part.rewrite[:len(part.rewrite)-1]
+			if u := part.users.Get(id); u != nil { // nil: expired since
+				effects[id] = redisEffect{born: u.born, seq: u.seq, features: u.appendFeatures(nil, part.wm), events: u.appendRecentJSON(nil)}
+			}
+		}
+		if len(part.rewrite) == 0 {
+			part.rewrite = nil
+		}
+		part.users.Commit() // read, not changed: releases what Get decoded
+	}
+	return effects
+}
+
 // storeErr returns the first error of any partition's state store.
 func (p *processor) storeErr() error {
 	for id, part := range p.parts {
@@ -73,6 +108,7 @@ func (p *processor) storeErr() error {
 	return nil
 }
 
+// dropAll forgets every partition.
 func (p *processor) dropAll() {
 	for id := range p.parts {
 		p.drop(id)
@@ -80,7 +116,42 @@ func (p *processor) dropAll() {
 }
 
 func newPartitionWith(id int32, s Store) *partition {
-	return &partition{id: id, users: s, maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{}}
+	return &partition{id: id, users: s, maxTs: math.MinInt64, wm: math.MinInt64, touched: map[string]struct{}{},
+		committedMaxTs: math.MinInt64, committedWm: math.MinInt64}
+}
+
+// commit makes the batch the partition's state: its transaction committed.
+func (part *partition) commit() {
+	part.users.Commit()
+	part.committedMaxTs, part.committedWm = part.maxTs, part.wm
+	part.popped = part.popped[:0]
+}
+
+// rollback returns the partition to its state at the last commit: the
+// batch's transaction did not commit, and its records are read again. It
+// costs what the batch touched, whatever the number of users.
+func (part *partition) rollback() {
+	part.users.Rollback()
+	part.maxTs, part.wm, part.wmDirty = part.committedMaxTs, part.committedWm, false
+	for _, t := range part.popped {
+		part.timers.add(t)
+	}
+	part.popped = part.popped[:0]
+	clear(part.touched)
+}
+
+// commit ends a batch whose transaction committed.
+func (p *processor) commit() {
+	for _, part := range p.parts {
+		part.commit()
+	}
+}
+
+// rollback ends a batch whose transaction did not commit.
+func (p *processor) rollback() {
+	for _, part := range p.parts {
+		part.rollback()
+	}
 }
 
 // pendingRec is an on-time click waiting for the batch to be scored.
@@ -196,7 +267,10 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 	onTime := ts >= part.wm
 	u := part.users.Get(c.UserID)
 	if u == nil {
-		u = &userState{id: c.UserID}
+		// A new incarnation: a user forgotten after --session-ttl who comes
+		// back is born later than the one forgotten (the TTL exceeds the
+		// allowed lateness), which orders their Redis writes.
+		u = &userState{id: c.UserID, born: ts}
 		part.users.Add(u)
 	}
 	u.dropClosedWindows(part.wm - p.cfg.AllowedLateness.Milliseconds() - p.cfg.Window.Milliseconds())
@@ -419,6 +493,7 @@ func (p *processor) fireTimers(part *partition) {
 		if !ok {
 			return
 		}
+		part.popped = append(part.popped, t)
 		u := part.users.Get(t.user)
 		if u == nil {
 			continue
@@ -435,7 +510,7 @@ func (p *processor) fireTimers(part *partition) {
 				part.users.Delete(u.id)
 				delete(part.touched, u.id)
 				p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: []byte(u.id)})
-				p.effects[u.id] = redisEffect{expire: true}
+				p.effects[u.id] = redisEffect{expire: true, born: u.born, seq: u.seq}
 				p.m.expired.Inc()
 			}
 		}
@@ -509,7 +584,7 @@ func (p *processor) writeChangelog(part *partition) {
 		part.users.Save(u, p.buf)
 		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: p.keepString(id), Value: p.keep(p.buf)})
 		e := p.effects[id]
-		e.seq = u.seq
+		e.born, e.seq = u.born, u.seq
 		p.buf = u.appendFeatures(p.buf[:0], part.wm)
 		e.features = p.keep(p.buf)
 		p.buf = u.appendRecentJSON(p.buf[:0])
@@ -517,7 +592,6 @@ func (p *processor) writeChangelog(part *partition) {
 		p.effects[id] = e
 	}
 	clear(part.touched)
-	part.users.EndBatch()
 	if part.wmDirty {
 		v := binary.AppendVarint(nil, part.maxTs)
 		v = binary.AppendVarint(v, part.wm)
@@ -564,10 +638,16 @@ func (part *partition) restoreRecord(cfg *Config, key, value []byte) error {
 	return part.users.Restore(string(key), value)
 }
 
-// rebuildTimers recreates the partition's timers from restored state.
-func (part *partition) rebuildTimers(cfg *Config) {
+// restored ends a restore: it recreates the partition's timers from the
+// restored state, which is the state a rollback returns to until the next
+// commit, and with rewrite queues every user to be written to Redis again.
+func (part *partition) restored(cfg *Config, rewrite bool) {
+	defer part.commit()
 	part.timers = part.timers[:0]
 	part.users.Range(func(u *userState) {
+		if rewrite {
+			part.rewrite = append(part.rewrite, u.id)
+		}
 		part.timers = append(part.timers, timer{at: u.lastTs + cfg.SessionTTL.Milliseconds(), kind: timerExpire, user: u.id})
 		for _, w := range u.windows {
 			if w.fired == 0 {

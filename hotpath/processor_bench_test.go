@@ -51,6 +51,115 @@ func benchmarkProcess(b *testing.B, store string) {
 			if p.finish(); p.scoreErr != nil {
 				b.Fatal(p.scoreErr)
 			}
+			p.commit()
 		}
 	}
+}
+
+// BenchmarkAbort compares what a transaction that does not commit costs the
+// worker, at 100k and 1M users per partition: before, it forgot every
+// partition's state and restored it from the changelog (restore: the store
+// filled from the users' changelog values and the timers rebuilt; reading the
+// changelog from Kafka comes on top); now it undoes what its batch touched
+// (batch+rollback, beside batch+commit for a batch that commits). A batch is
+// 100 clicks of users who exist already, each with 10 recent events.
+func BenchmarkAbort(b *testing.B) {
+	for _, users := range []int{100_000, 1_000_000} {
+		values := changelogValues(users, 10)
+		for _, kind := range []string{StoreMemory, StorePebble} {
+			name := fmt.Sprintf("store=%s/users=%dk", kind, users/1000)
+			b.Run(name+"/restore", func(b *testing.B) {
+				cfg := DefaultConfig()
+				cfg.StateStore, cfg.StateDir = kind, b.TempDir()
+				b.ReportAllocs()
+				for b.Loop() {
+					st, err := openStore(&cfg, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					part := newPartitionWith(0, st)
+					for i, v := range values {
+						if err := part.restoreRecord(&cfg, []byte(userID(i)), v); err != nil {
+							b.Fatal(err)
+						}
+					}
+					part.restored(&cfg, false)
+					if part.users.Len() != users {
+						b.Fatalf("%d users restored", part.users.Len())
+					}
+					b.StopTimer()
+					if err := part.users.Close(); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+				}
+			})
+			for _, commit := range []bool{true, false} {
+				end := "batch+rollback"
+				if commit {
+					end = "batch+commit"
+				}
+				b.Run(name+"/"+end, func(b *testing.B) {
+					cfg := DefaultConfig()
+					p := newProcessor(&cfg, newMetrics(nil))
+					part := newPartitionWith(0, testStore(b, kind))
+					for i, v := range values {
+						if err := part.restoreRecord(&cfg, []byte(userID(i)), v); err != nil {
+							b.Fatal(err)
+						}
+					}
+					part.restored(&cfg, false)
+					p.parts[0] = part
+					base := int64(9_000_000_000) + 10*15_000
+					recs := make([]*kgo.Record, 100)
+					n := 0
+					b.ReportAllocs()
+					for b.Loop() {
+						for i := range recs { // new records: the clicks of a batch read again are new records too
+							u := userID((n*7919 + i*104729) % users)
+							c := event.Click{EventID: fmt.Sprintf("e%d", n*100+i), UserID: u, SessionID: "s", Type: event.View, ItemID: int64(n), Category: "c1", TimestampMs: base + int64(n)}
+							recs[i] = &kgo.Record{Key: []byte(u), Value: c.AppendJSON(nil), Timestamp: time.Now()}
+						}
+						n++
+						p.begin()
+						for _, r := range recs {
+							p.process(part, r)
+						}
+						p.finish()
+						if commit {
+							p.commit()
+						} else {
+							p.rollback()
+						}
+					}
+					if err := part.users.Err(); err != nil {
+						b.Fatal(err)
+					}
+				})
+			}
+		}
+	}
+}
+
+func userID(i int) string { return fmt.Sprintf("user-%07d", i) }
+
+// changelogValues returns the changelog values of n users with events
+// recent events each, in a minute-old session.
+func changelogValues(n, events int) [][]byte {
+	cfg := DefaultConfig()
+	base := int64(9_000_000_000)
+	out := make([][]byte, n)
+	var c event.Click
+	for i := range n {
+		c = event.Click{UserID: userID(i), SessionID: "s", Type: event.View}
+		u := &userState{id: c.UserID}
+		for j := range events {
+			c.Category = fmt.Sprintf("c%d", (i+j)%40)
+			c.ItemID, c.TimestampMs = int64(1_000_000+i*events+j), base+int64(j)*15_000
+			u.apply(&c, &cfg)
+		}
+		u.dropClosedWindows(base + int64(events)*15_000)
+		out[i] = u.appendBinary(nil)
+	}
+	return out
 }

@@ -1,6 +1,8 @@
 package hotpath
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,11 +74,17 @@ func run(t *testing.T, p *processor, part *partition, recs ...*kgo.Record) map[s
 	if p.scoreErr != nil {
 		t.Fatal(p.scoreErr)
 	}
-	byTopic := map[string][]*kgo.Record{}
+	p.commit()
+	return byTopic(out)
+}
+
+// byTopic groups output records by topic.
+func byTopic(out []*kgo.Record) map[string][]*kgo.Record {
+	m := map[string][]*kgo.Record{}
 	for _, r := range out {
-		byTopic[r.Topic] = append(byTopic[r.Topic], r)
+		m[r.Topic] = append(m[r.Topic], r)
 	}
-	return byTopic
+	return m
 }
 
 func TestWatermarkLatenessAndWindows(t *testing.T) {
@@ -234,7 +242,7 @@ func TestMemoryPerUser(t *testing.T) {
 				u.dropClosedWindows(base + 20*15_000) // the windows a minute-old session no longer needs
 				buf = u.appendBinary(buf[:0])
 				part.users.Save(u, buf)
-				part.users.EndBatch()
+				part.users.Commit()
 			}
 			debug.FreeOSMemory()
 			runtime.ReadMemStats(&after)
@@ -255,7 +263,7 @@ func TestMemoryPerUser(t *testing.T) {
 			if u := part.users.Get("user-0000007"); u == nil || len(u.recent) != 20 || u.recent[19].item != 1_000_000+7*20+19 {
 				t.Fatalf("user-0000007 reads back as %+v", u)
 			}
-			part.users.EndBatch()
+			part.users.Commit()
 			runtime.KeepAlive(part)
 		})
 	}
@@ -275,46 +283,74 @@ func rssBytes() int64 {
 	return pages * int64(os.Getpagesize())
 }
 
+// randomBatches returns 60 batches of 50 clicks of 40 users, some late, some
+// too late, with a two-hour gap after batch 40 so that every user expires.
+func randomBatches() [][]*kgo.Record {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ts := int64(9_000_000_000)
+	var batches [][]*kgo.Record
+	for batch := range 60 {
+		var recs []*kgo.Record
+		for i := range 50 {
+			ts += rng.Int64N(20_000)
+			t := ts
+			if rng.IntN(10) == 0 {
+				t -= rng.Int64N(12 * minute) // some late, some too late
+			}
+			u := fmt.Sprintf("u%d", rng.IntN(40))
+			recs = append(recs, rec(fmt.Sprintf("e%d-%d", batch, i), u, event.Type(1+rng.IntN(3)), int64(rng.IntN(300)), fmt.Sprintf("c%d", rng.IntN(6)), t))
+		}
+		if batch == 40 {
+			ts += 2 * 60 * minute // everyone expires
+		}
+		batches = append(batches, recs)
+	}
+	return batches
+}
+
+// outputLines flattens a batch's outputs into comparable lines, in a fixed
+// order (the changelog's users are written in map order).
+func outputLines(out map[string][]*kgo.Record) []string {
+	var all []string
+	for _, topic := range slices.Sorted(maps.Keys(out)) {
+		keys := make([]string, 0, len(out[topic]))
+		for _, r := range out[topic] {
+			keys = append(keys, topic+"|"+string(r.Key)+"|"+string(r.Value))
+		}
+		if topic == "hotpath-changelog" {
+			slices.Sort(keys)
+		}
+		all = append(all, keys...)
+	}
+	return all
+}
+
+// stateLines is every user's encoded state, sorted.
+func stateLines(s Store) []string {
+	var all []string
+	s.Range(func(u *userState) { all = append(all, u.id+"|"+string(u.appendBinary(nil))) })
+	slices.Sort(all)
+	return all
+}
+
+func newFixedProcessor(t *testing.T, kind string) (*processor, *partition) {
+	cfg := DefaultConfig()
+	p := newProcessor(&cfg, newMetrics(nil))
+	p.now = func() time.Time { return time.UnixMilli(10_000_000_000) }
+	part := newPartitionWith(0, testStore(t, kind))
+	p.parts[0] = part
+	return p, part
+}
+
 // TestStoresAgree runs the same clicks (late ones, expiries, many users)
 // through a processor on each store: every output record must be identical.
 func TestStoresAgree(t *testing.T) {
 	outputs := map[string][]string{}
 	for _, kind := range storeKinds {
-		cfg := DefaultConfig()
-		p := newProcessor(&cfg, newMetrics(nil))
-		p.now = func() time.Time { return time.UnixMilli(10_000_000_000) }
-		part := newPartitionWith(0, testStore(t, kind))
-		p.parts[0] = part
-		rng := rand.New(rand.NewPCG(1, 2))
-		base := int64(9_000_000_000)
-		ts := base
+		p, part := newFixedProcessor(t, kind)
 		var all []string
-		for batch := range 60 {
-			var recs []*kgo.Record
-			for i := range 50 {
-				ts += rng.Int64N(20_000)
-				t := ts
-				if rng.IntN(10) == 0 {
-					t -= rng.Int64N(12 * minute) // some late, some too late
-				}
-				u := fmt.Sprintf("u%d", rng.IntN(40))
-				recs = append(recs, rec(fmt.Sprintf("e%d-%d", batch, i), u, event.Type(1+rng.IntN(3)), int64(rng.IntN(300)), fmt.Sprintf("c%d", rng.IntN(6)), t))
-			}
-			if batch == 40 {
-				ts += 2 * 60 * minute // everyone expires
-			}
-			out := run(t, p, part, recs...)
-			for _, topic := range slices.Sorted(maps.Keys(out)) {
-				rs := out[topic]
-				keys := make([]string, 0, len(rs))
-				for _, r := range rs {
-					keys = append(keys, topic+"|"+string(r.Key)+"|"+string(r.Value))
-				}
-				if topic == "hotpath-changelog" {
-					slices.Sort(keys) // users are written in map order
-				}
-				all = append(all, keys...)
-			}
+		for _, recs := range randomBatches() {
+			all = append(all, outputLines(run(t, p, part, recs...))...)
 		}
 		if part.users.Len() == 0 {
 			t.Fatalf("%s: no users left at the end", kind)
@@ -332,6 +368,44 @@ func TestStoresAgree(t *testing.T) {
 				t.Fatalf("output %d differs:\nmemory %s\n%s %s", i, a[i], kind, b[i])
 			}
 		}
+	}
+}
+
+// TestRollbackUndoesBatch: a batch whose transaction does not commit is
+// undone (users it created, changed or expired, the watermark, the timers it
+// fired) and read again. Every batch is processed, rolled back and processed
+// again, on each store: the outputs and the state must be those of a
+// processor that saw every batch once.
+func TestRollbackUndoesBatch(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			ref, refPart := newFixedProcessor(t, kind)
+			p, part := newFixedProcessor(t, kind)
+			for i, recs := range randomBatches() {
+				want := outputLines(run(t, ref, refPart, recs...))
+				before, wm := stateLines(part.users), part.wm
+				p.begin()
+				for _, r := range recs {
+					p.process(part, r)
+				}
+				aborted := outputLines(byTopic(p.finish()))
+				p.rollback()
+				if got := stateLines(part.users); !slices.Equal(got, before) || part.wm != wm {
+					t.Fatalf("batch %d: after the rollback the state differs from the last commit (%d users, want %d; watermark %d, want %d)",
+						i, len(got), len(before), part.wm, wm)
+				}
+				if part.users.Len() != len(stateLines(part.users)) {
+					t.Fatalf("batch %d: Len %d after the rollback, Range gives %d", i, part.users.Len(), len(stateLines(part.users)))
+				}
+				got := outputLines(run(t, p, part, recs...))
+				if !slices.Equal(got, want) || !slices.Equal(aborted, want) {
+					t.Fatalf("batch %d: outputs differ after a rollback:\ngot  %q\nwant %q", i, got, want)
+				}
+			}
+			if got, want := stateLines(part.users), stateLines(refPart.users); !slices.Equal(got, want) || len(got) == 0 {
+				t.Fatalf("final state: %d users, want %d (equal: %v)", len(got), len(want), slices.Equal(got, want))
+			}
+		})
 	}
 }
 
@@ -355,10 +429,7 @@ func TestScoringErrorServesFallback(t *testing.T) {
 	p.begin()
 	p.process(part, rec("e1", "u1", event.View, 1001, "c1", ts))
 	p.process(part, rec("e2", "u2", event.View, 1002, "c1", ts))
-	out := map[string][]*kgo.Record{}
-	for _, r := range p.finish() {
-		out[r.Topic] = append(out[r.Topic], r)
-	}
+	out := byTopic(p.finish())
 	if p.scoreErr == nil || testutil.ToFloat64(p.m.scoreErrors) != 1 {
 		t.Fatalf("scoreErr %v, counted %v: want the injected failure, counted once", p.scoreErr, testutil.ToFloat64(p.m.scoreErrors))
 	}
@@ -381,5 +452,34 @@ func TestScoringErrorServesFallback(t *testing.T) {
 	var o recOut
 	if err := json.Unmarshal(out[string(p.cfg.Topics.Recs)][0].Value, &o); err != nil || o.Strategy != StrategyModel || p.scoreErr != nil {
 		t.Fatalf("after recovery: strategy %s (%v), scoreErr %v", o.Strategy, err, p.scoreErr)
+	}
+}
+
+// TestDecodesVersion1State: a changelog written before born existed (state
+// version 1) still restores, with born unknown (0).
+func TestDecodesVersion1State(t *testing.T) {
+	p, part := newTestProcessor(t)
+	ts := p.now().UnixMilli()
+	run(t, p, part, rec("e1", "u1", event.View, 1001, "c1", ts), rec("e2", "u1", event.Cart, 1002, "c2", ts+1000))
+	u := part.users.Get("u1")
+	if u.born != ts {
+		t.Fatalf("born %d, want the first event's time %d", u.born, ts)
+	}
+	v2 := u.appendBinary(nil)
+	// Version 1: the version byte, seq, then what follows born in version 2.
+	seqLen := len(binary.AppendUvarint(nil, u.seq))
+	v1 := append([]byte{1}, v2[1:1+seqLen]...)
+	v1 = append(v1, v2[1+seqLen+len(binary.AppendVarint(nil, u.born)):]...)
+	got, err := decodeState("u1", v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *u
+	want.born = 0
+	if g, w := got.appendBinary(nil), want.appendBinary(nil); !bytes.Equal(g, w) {
+		t.Fatalf("version 1 decodes as %+v, want %+v", *got, want)
+	}
+	if _, err := decodeState("u1", append([]byte{3}, v2[1:]...)); err == nil {
+		t.Fatal("version 3 decoded: want an error")
 	}
 }

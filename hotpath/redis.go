@@ -10,8 +10,10 @@ import (
 )
 
 // redisEffect is what a committed transaction asks of the feature store for one
-// user: the newest state, or its removal after the TTL.
+// user: the newest state, or its removal after the TTL. born and seq order
+// the effects of one user across owners, restarts and incarnations.
 type redisEffect struct {
+	born     int64
 	seq      uint64
 	features []byte
 	events   []byte
@@ -21,20 +23,33 @@ type redisEffect struct {
 
 // UserKey is the Redis key of a user's feature store entry, a hash with fields
 // events (JSON array, newest last), features (JSON), recs (the latest
-// recommendation record) and seq.
+// recommendation record), born and seq.
 func UserKey(user string) string { return "user:{" + user + "}" }
 
-// writeIfNewer stores a user's entry only if its seq is newer than the stored
-// one: a replay after a crash writes the same value, and a slow former owner of
-// the partition cannot overwrite what the new owner wrote.
-var writeIfNewer = redis.NewScript(`
+// Both scripts act only if their (born, seq) is not older than the stored
+// one: a replay after a crash writes the same value, a slow former owner of
+// the partition cannot overwrite what the new owner wrote, and an old
+// incarnation's expiry cannot delete a user who came back (born later).
+const redisNewer = `
+local born = tonumber(redis.call('HGET', KEYS[1], 'born') or '0')
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local seq = tonumber(ARGV[1])
-if seq < cur then return 0 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'features', ARGV[2], 'events', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[4]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if ARGV[4] ~= '' then redis.call('PUBLISH', 'recs:' .. ARGV[6], ARGV[4]) end
+local b, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+if b < born or (b == born and s < cur) then return 0 end
+`
+
+// writeIfNewer stores a user's entry: ARGV born, seq, features, events, recs
+// ('' keeps the stored ones), TTL in ms, user id.
+var writeIfNewer = redis.NewScript(redisNewer + `
+redis.call('HSET', KEYS[1], 'born', ARGV[1], 'seq', ARGV[2], 'features', ARGV[3], 'events', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[5]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if ARGV[5] ~= '' then redis.call('PUBLISH', 'recs:' .. ARGV[7], ARGV[5]) end
+return 1
+`)
+
+// deleteIfNewer removes a user's entry: ARGV born, seq of the expired state.
+var deleteIfNewer = redis.NewScript(redisNewer + `
+redis.call('DEL', KEYS[1])
 return 1
 `)
 
@@ -68,6 +83,28 @@ func (w *redisWriter) enqueue(effects map[string]redisEffect) {
 			e.recs = old.recs // keep a not-yet-written recommendation
 		}
 		w.pending[u] = e
+	}
+	n := len(w.pending)
+	w.mu.Unlock()
+	w.m.redisQueue.Set(float64(n))
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueueMissing hands over the effects of users not already waiting: a
+// restored user written again must not delay, or drop the recommendation of,
+// a newer effect that is pending.
+func (w *redisWriter) enqueueMissing(effects map[string]redisEffect) {
+	if len(effects) == 0 {
+		return
+	}
+	w.mu.Lock()
+	for u, e := range effects {
+		if _, ok := w.pending[u]; !ok {
+			w.pending[u] = e
+		}
 	}
 	n := len(w.pending)
 	w.mu.Unlock()
@@ -130,10 +167,10 @@ func (w *redisWriter) flush(ctx context.Context) error {
 		ttl := w.ttl.Milliseconds()
 		for u, e := range batch {
 			if e.expire {
-				pipe.Del(ctx, UserKey(u))
+				deleteIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.born, e.seq)
 				continue
 			}
-			writeIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.seq, e.features, e.events, e.recs, ttl, u)
+			writeIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.born, e.seq, e.features, e.events, e.recs, ttl, u)
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && !isNoScript(err) {
@@ -141,10 +178,12 @@ func (w *redisWriter) flush(ctx context.Context) error {
 			w.requeue(batch)
 			return err
 		}
-		if err != nil { // the script was not cached yet: load it and retry the batch
-			if lerr := writeIfNewer.Load(ctx, w.rc).Err(); lerr != nil {
-				w.requeue(batch)
-				return lerr
+		if err != nil { // the scripts were not cached yet: load them and retry the batch
+			for _, sc := range []*redis.Script{writeIfNewer, deleteIfNewer} {
+				if lerr := sc.Load(ctx, w.rc).Err(); lerr != nil {
+					w.requeue(batch)
+					return lerr
+				}
 			}
 			w.requeue(batch)
 			continue

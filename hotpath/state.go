@@ -16,6 +16,7 @@ import (
 type userState struct {
 	id           string
 	seq          uint64 // events applied; orders Redis writes across owners
+	born         int64  // ms, event time of this incarnation's first event (0: unknown, a version 1 record)
 	session      string
 	sessionStart int64 // ms, event time of the session's first event
 	lastTs       int64 // ms, newest event time seen
@@ -176,12 +177,13 @@ func cmpInt(a, b int64) int {
 
 // Changelog value encoding: a version byte, then varints and length-prefixed
 // strings. Compact (state is rewritten on every event) and versioned so a future
-// layout can still read today's changelog.
-const stateVersion = 1
+// layout can still read today's changelog. Version 2 added born after seq.
+const stateVersion = 2
 
 func (u *userState) appendBinary(b []byte) []byte {
 	b = append(b, stateVersion)
 	b = binary.AppendUvarint(b, u.seq)
+	b = binary.AppendVarint(b, u.born)
 	b = appendString(b, u.session)
 	b = binary.AppendVarint(b, u.sessionStart)
 	b = binary.AppendVarint(b, u.lastTs)
@@ -298,11 +300,15 @@ func (d *decoder) byte1() byte {
 
 func decodeState(id string, b []byte) (*userState, error) {
 	d := &decoder{b: b}
-	if v := d.byte1(); d.err == nil && v != stateVersion {
-		return nil, fmt.Errorf("%w: version %d, this build reads %d", errCorruptState, v, stateVersion)
+	v := d.byte1()
+	if d.err == nil && (v < 1 || v > stateVersion) {
+		return nil, fmt.Errorf("%w: version %d, this build reads 1 to %d", errCorruptState, v, stateVersion)
 	}
 	u := &userState{id: id}
 	u.seq = d.uvarint()
+	if v >= 2 {
+		u.born = d.varint()
+	}
 	u.session = d.str()
 	u.sessionStart = d.varint()
 	u.lastTs = d.varint()

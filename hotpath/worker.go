@@ -29,9 +29,10 @@ import (
 //
 // Per poll it runs one Kafka transaction holding the recommendations, window
 // results, side outputs, the changelog of every state change and the consumed
-// offsets. State lives in memory per partition and is restored from the
-// changelog when a partition is assigned, and again after any transaction that
-// did not commit, so an aborted or fenced transaction leaves no trace.
+// offsets. State lives per partition in a Store, restored from the changelog
+// when a partition is assigned or a new session starts. A transaction that
+// does not commit leaves no trace: the changes of its batch are undone (see
+// Store.Rollback) and its records read again.
 type Worker struct {
 	cfg    Config
 	kafka  kafkautil.Config
@@ -358,9 +359,11 @@ func (w *Worker) fence(ctx context.Context, base []kgo.Opt) error {
 func (w *Worker) onAssigned(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// A partition revoked since the last poll stays marked: another worker
+	// may have processed it in between, so the state this worker holds is
+	// dropped and restored (syncPartitions drops before it restores).
 	for _, p := range m[string(w.cfg.Topics.Events)] {
 		w.assigned[p] = true
-		delete(w.revoked, p)
 	}
 	w.joined.Store(true)
 	w.ready.Store(false)
@@ -402,7 +405,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		}
 	}
 	var current *Serving
-	var lastScoreErrLog time.Time
+	var lastScoreErrLog, lastRewrite time.Time
 	lastCommit := 5 * time.Millisecond // until the first commit is measured
 	for {
 		pollStart := time.Now()
@@ -481,6 +484,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		idleMoved := p.advanceIdle()
 		if fetches.NumRecords() == 0 && !idleMoved {
 			sess.AllowRebalance()
+			w.rewriteRestored(p, &lastRewrite)
 			w.observeLag(p, fetches)
 			continue
 		}
@@ -545,6 +549,7 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 		lastCommit = commitDur
 		sess.AllowRebalance()
 		if committed {
+			p.commit()
 			now := time.Now()
 			w.m.txns.WithLabelValues("committed").Inc()
 			w.m.txnCommit.Observe(commitDur.Seconds())
@@ -584,20 +589,41 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 				// The session is in an unknown state (a broker gone mid-commit,
 				// an invalid transaction state): a new one starts clean.
 				return fmt.Errorf("ending the transaction: %w", err)
-			} else {
-				w.log.Info("transaction aborted (rebalance or produce failure); state will be restored from the changelog")
 			}
-			// Nothing of this batch is visible: forget what it changed in memory.
-			p.dropAll()
-			w.ready.Store(false)
+			// Nothing of this batch is visible (a rebalance took partitions
+			// away, or a produce failed) and the client is back at the
+			// committed offsets: undo what the batch changed, no more.
+			p.rollback()
+			w.log.Info("transaction aborted (rebalance or produce failure); its state changes are undone and its records read again")
 		}
+		w.rewriteRestored(p, &lastRewrite)
 		w.observeLag(p, fetches)
 	}
 }
 
+// rewriteRestored hands restored users to the Redis writer again, at
+// --redis-rewrite-rate: what the partitions' previous owner committed but had
+// not yet written to Redis when it stopped or crashed is written now. A
+// call does at most 100 ms worth, between batches.
+func (w *Worker) rewriteRestored(p *processor, last *time.Time) {
+	if w.rw == nil || w.cfg.RedisRewriteRate == 0 {
+		return
+	}
+	now := time.Now()
+	n := int(float64(w.cfg.RedisRewriteRate) * min(now.Sub(*last), 100*time.Millisecond).Seconds())
+	if n < 1 {
+		return
+	}
+	*last = now
+	if effects := p.rewriteRestored(n); len(effects) > 0 {
+		w.rw.enqueueMissing(effects)
+		w.m.rewrites.Add(float64(len(effects)))
+	}
+}
+
 // syncPartitions applies assignment changes from the group callbacks: revoked
-// partitions are forgotten, newly assigned ones (and any forgotten after an
-// abort) are restored from the changelog before their records are processed.
+// partitions are forgotten, newly assigned ones are restored from the
+// changelog before their records are processed.
 //
 // A poll returns records only of partitions the group assigned (rebalances
 // are blocked from the poll until AllowRebalance), and the transaction commits
@@ -756,7 +782,7 @@ func (w *Worker) restore(ctx context.Context, base *kgo.Client, ids []int32) (ma
 	}
 	now := time.Now()
 	for id, part := range out {
-		part.rebuildTimers(&w.cfg)
+		part.restored(&w.cfg, w.rw != nil && w.cfg.RedisRewriteRate > 0)
 		part.lastRecord = now
 		if err := part.users.Err(); err != nil {
 			return nil, fmt.Errorf("restoring partition %d: %w", id, err)

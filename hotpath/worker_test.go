@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,10 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/internal/kafkautil"
@@ -758,4 +763,227 @@ func checkOncePerEvent(t *testing.T, recs []*kgo.Record, n int) {
 			t.Fatalf("event ev%d has %d recommendations, want 1", i, c)
 		}
 	}
+}
+
+// failProduceOnce makes the embedded broker fail the worker's next
+// produce request to the recommendations topic once armed: every partition of it answers with a
+// non-retriable error, so the worker's transaction cannot commit.
+func failProduceOnce(h *harness, armed, fired *atomic.Bool) {
+	recs := h.emb.TopicInfo(string(h.topics.Recs))
+	if recs == nil {
+		h.t.Fatalf("no topic %s", h.topics.Recs)
+	}
+	h.emb.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.ProduceRequest)
+		toRecs := slices.ContainsFunc(r.Topics, func(t kmsg.ProduceRequestTopic) bool {
+			return t.Topic == recs.Topic || t.TopicID == recs.TopicID // names up to v12, ids from v13
+		})
+		if !toRecs || !armed.Load() || !fired.CompareAndSwap(false, true) {
+			return nil, nil, false
+		}
+		h.emb.DropControl()
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = r.Version
+		for _, t := range r.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.InvalidRecord.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+}
+
+// TestAbortUndoesOnlyTheBatch: a transaction that does not commit (here a
+// produce the broker rejects) undoes what its batch changed and reads the
+// batch again, without restoring the partitions from the changelog; every
+// click is answered once and every user's state counts each of its clicks
+// once. In at-least-once mode the abort rewinds through a new session, and
+// nothing is lost.
+func TestAbortUndoesOnlyTheBatch(t *testing.T) {
+	for _, atLeastOnce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("at-least-once=%v", atLeastOnce), func(t *testing.T) {
+			h := newHarness(t, nil, 2)
+			h.cfg.AtLeastOnce = atLeastOnce
+			var armed, fired atomic.Bool
+			failProduceOnce(h, &armed, &fired)
+			reg := prometheus.NewRegistry()
+			const users = 13
+			base := time.Now().Add(-time.Minute).UnixMilli()
+			h.startWorkerWith("a", randomModel(50, 8, 4), Options{Registry: reg})
+			h.produce(viewClicks(0, 100, users, 50, base)...)
+			h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 100 })
+			restores := histogramCount(t, reg, "recsys_hotpath_restore_seconds")
+			armed.Store(true)
+			h.produce(viewClicks(100, 100, users, 50, base)...)
+			recs := h.readUntil(h.topics.Recs, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= 200 })
+			if !fired.Load() {
+				t.Fatal("the injected produce failure never happened")
+			}
+			if atLeastOnce {
+				seen := map[string]bool{}
+				for _, r := range recs {
+					seen[decodeRec(t, r).EventID] = true
+				}
+				if len(seen) != 200 {
+					t.Fatalf("%d of 200 clicks answered", len(seen))
+				}
+				return
+			}
+			checkOncePerEvent(t, recs, 200)
+			if got := histogramCount(t, reg, "recsys_hotpath_restore_seconds"); got != restores {
+				t.Fatalf("%d restores after the abort, %d before: the abort should undo the batch, not restore", got, restores)
+			}
+			// Each user's newest changelog record counts its 200/13 clicks once.
+			want := map[string]uint64{}
+			for i := range 200 {
+				want[fmt.Sprintf("u%d", i%users)]++
+			}
+			last := map[string]uint64{}
+			h.readUntil(kafkautil.Stream(h.topics.Changelog), 30*time.Second, func(rs []*kgo.Record) bool {
+				for _, r := range rs {
+					if s, ok, err := DecodeChangelog(r.Key, r.Value); err == nil && ok {
+						last[s.User] = s.Seq
+					}
+				}
+				for u, n := range want {
+					if last[u] < n {
+						return false
+					}
+				}
+				return true
+			})
+			for u, n := range want {
+				if last[u] != n {
+					t.Fatalf("user %s: state counts %d clicks, want %d", u, last[u], n)
+				}
+			}
+		})
+	}
+}
+
+// histogramCount is the sample count of histogram name in reg.
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestRedisOrdersIncarnations: Redis writes and expiries act only if their
+// (born, seq) is not older than the stored entry's, so a user forgotten after
+// the session TTL who comes back (born later, seq from 1) is neither blocked
+// by the old entry nor deleted by the old incarnation's expiry.
+func TestRedisOrdersIncarnations(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	defer rc.Close()
+	ctx := testenv.Context(t, 20*time.Second)
+	user := testenv.Name("incarnation")
+	defer rc.Del(context.Background(), UserKey(user))
+	w := newRedisWriter(rc, time.Hour, newMetrics(nil), slog.Default())
+	apply := func(e redisEffect) {
+		t.Helper()
+		w.enqueue(map[string]redisEffect{user: e})
+		if err := w.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() string {
+		t.Helper()
+		f, err := rc.HMGet(ctx, UserKey(user), "born", "seq").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%v/%v", f[0], f[1])
+	}
+	write := func(born int64, seq uint64) redisEffect {
+		return redisEffect{born: born, seq: seq, features: []byte(`{}`), events: []byte(`[]`)}
+	}
+	for _, step := range []struct {
+		what string
+		e    redisEffect
+		want string // born/seq stored after it ("<nil>/<nil>": no entry)
+	}{
+		{"first write", write(100, 5), "100/5"},
+		{"an older write of the same incarnation is ignored", write(100, 4), "100/5"},
+		{"a replayed write is idempotent", write(100, 5), "100/5"},
+		{"an older incarnation's write is ignored", write(50, 9), "100/5"},
+		{"an older incarnation's expiry does not delete", redisEffect{expire: true, born: 50, seq: 9}, "100/5"},
+		{"the user comes back: a later incarnation writes from seq 1", write(200, 1), "200/1"},
+		{"the expiry of the incarnation before does not delete it", redisEffect{expire: true, born: 100, seq: 5}, "200/1"},
+		{"its own expiry deletes it", redisEffect{expire: true, born: 200, seq: 1}, "<nil>/<nil>"},
+	} {
+		apply(step.e)
+		if got := stored(); got != step.want {
+			t.Fatalf("%s: stored born+seq %q, want %q", step.what, got, step.want)
+		}
+	}
+}
+
+// TestRestoreRewritesRedis: what a worker committed but never wrote to Redis
+// (it crashed, say) is written by whoever restores the partitions next.
+func TestRestoreRewritesRedis(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	defer rc.Close()
+	h := newHarness(t, nil, 2)
+	const users = 9
+	prefix := testenv.Name("rw")
+	want := map[string]string{}
+	var recs []*kgo.Record
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 40 {
+		u := fmt.Sprintf("%s-u%d", prefix, i%users)
+		recs = append(recs, click(fmt.Sprintf("ev%d", i), u, event.View, int64(1000+i%7), "c1", base+int64(i)))
+		want[u] = strconv.Itoa(i/users + 1)
+	}
+	t.Cleanup(func() {
+		for u := range want {
+			rc.Del(context.Background(), UserKey(u))
+		}
+	})
+	ctx := testenv.Context(t, 30*time.Second)
+	// waitFor polls Redis until every user has its final seq.
+	waitFor := func(what string) {
+		t.Helper()
+		for {
+			ok := true
+			for u, seq := range want {
+				if got, _ := rc.HGet(ctx, UserKey(u), "seq").Result(); got != seq {
+					ok = false
+				}
+			}
+			if ok {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: Redis never held every user's state", what)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	m := randomModel(20, 4, 3)
+	stop := h.startWorkerWith("w1", m, Options{Redis: rc})
+	h.produce(recs...)
+	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= len(recs) })
+	waitFor("first owner")
+	stop()
+	// The writes are lost, as if the worker had crashed before making them.
+	for u := range want {
+		rc.Del(ctx, UserKey(u))
+	}
+	h.startWorkerWith("w2", m, Options{Redis: rc})
+	waitFor("after the restore")
 }
