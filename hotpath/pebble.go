@@ -22,9 +22,9 @@ type pebbleStore struct {
 	dir   string
 	batch *pebble.Batch // indexed: reads see what the batch wrote
 	live  map[string]*userState
-	fresh map[string]bool // added in this batch, not yet saved
-	n     int             // users, including the batch's
-	added int             // users the batch added (negative: removed)
+	fresh map[string]bool       // added in this batch, not yet saved
+	n     int                   // users, including the batch's
+	added int                   // users the batch added (negative: removed)
 	err   atomic.Pointer[error] // the first failure (Pebble's background work reports here too)
 }
 
