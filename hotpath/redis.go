@@ -38,7 +38,7 @@ if b < born or (b == born and s < cur) then return 0 end
 `
 
 // writeIfNewer stores a user's entry: ARGV born, seq, features, events, recs
-// (” keeps the stored ones), TTL in ms, user id.
+// (empty: keep the stored ones), TTL in ms, user id.
 var writeIfNewer = redis.NewScript(redisNewer + `
 redis.call('HSET', KEYS[1], 'born', ARGV[1], 'seq', ARGV[2], 'features', ARGV[3], 'events', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[5]) end
