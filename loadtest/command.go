@@ -229,6 +229,8 @@ func (f *flags) register(fs *cli.FlagSet) {
 	env("sla-p95")
 	fs.DurationVar(&c.SLA.P99, "sla-p99", c.SLA.P99, "p99 latency must stay below this (0: not judged)")
 	env("sla-p99")
+	fs.DurationVar(&c.SLA.Recover, "sla-recover", c.SLA.Recover, "chaos: after each SIGKILL the latency SLA (--sla-p95/--sla-p99, or 75ms/150ms where those are not judged) must hold again for the clicks due from this long after the worker's restart (0: not judged)")
+	env("sla-recover")
 	fs.Int64Var(&c.SLA.MaxMissing, "sla-max-missing", 0, "on-time clicks allowed to go without a recommendation")
 	env("sla-max-missing")
 	fs.Int64Var(&c.SLA.MaxDuplicates, "sla-max-duplicates", 0, "duplicate recommendations allowed")

@@ -601,13 +601,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r.Generator.Stopped = stopped
 	r.Drain = dr
 	r.CPU = cpuRep
+	// Chaos judges the whole run's latency only if asked to, but how soon
+	// the SLA holds again after a kill always against a latency SLA.
+	recoverSLA := cfg.SLA
+	if recoverSLA.P95 == 0 && recoverSLA.P99 == 0 {
+		recoverSLA.P95, recoverSLA.P99 = DefaultSLA().P95, DefaultSLA().P99
+	}
 	for i := range kills {
-		kills[i].After = afterEvent(tr, start, time.Duration(kills[i].AtS*float64(time.Second)), plan.Duration())
+		kills[i].After = afterEvent(tr, start, time.Duration(kills[i].AtS*float64(time.Second)), plan.Duration(), recoverSLA)
 	}
 	r.Kills = kills
 	for i := range members {
 		m := &members[i]
-		m.After = afterEvent(tr, start, time.Duration(m.AtS*float64(time.Second)), plan.Duration())
+		m.After = afterEvent(tr, start, time.Duration(m.AtS*float64(time.Second)), plan.Duration(), cfg.SLA)
 		if m.Killed {
 			notes = append(notes, fmt.Sprintf("%s of %s at %.1f s: the worker did not exit within %v of SIGTERM and was SIGKILLed", m.Action, m.Instance, m.AtS, fleet.cfg.StopTimeout))
 		}

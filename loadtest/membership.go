@@ -104,16 +104,37 @@ type AfterEvent struct {
 	Missing int64   `json:"missing"` // of them, not answered after the drain
 	P99Ms   float64 `json:"p99_ms"`  // of the answered ones
 	MaxMs   float64 `json:"max_ms"`
+	// SLAAgainMs is how soon after the event the latency SLA held again:
+	// the clicks due from then to the window's end were all answered, with
+	// p95 and p99 below the thresholds (in steps of SLAAgainStep; 0: it
+	// never broke). Absent if it did not hold again within the window.
+	SLAAgainMs *float64 `json:"sla_again_ms,omitempty"`
 }
 
+// SLAAgainStep is the resolution of AfterEvent.SLAAgainMs.
+const SLAAgainStep = 100 * time.Millisecond
+
 // afterEvent measures the clicks due in the AfterEventWindow from at (since
-// start), in a run of length d.
-func afterEvent(tr *Tracker, start time.Time, at, d time.Duration) *AfterEvent {
+// start), in a run of length d, against the latency thresholds of sla.
+func afterEvent(tr *Tracker, start time.Time, at, d time.Duration, sla SLA) *AfterEvent {
 	end := min(at+AfterEventWindow, d)
 	base := tr.Since(start)
 	clicks, unanswered, h := tr.Window(base+int64(at), base+int64(end))
 	l := latencyOf(h)
-	return &AfterEvent{WindowS: round3(max(end-at, 0).Seconds()), Clicks: clicks, Missing: unanswered, P99Ms: l.P99, MaxMs: l.Max}
+	a := &AfterEvent{WindowS: round3(max(end-at, 0).Seconds()), Clicks: clicks, Missing: unanswered, P99Ms: l.P99, MaxMs: l.Max}
+	for r := time.Duration(0); at+r < end; r += SLAAgainStep {
+		n, missing, h := tr.Window(base+int64(at+r), base+int64(end))
+		if n == 0 {
+			break
+		}
+		l := latencyOf(h)
+		if missing == 0 && (sla.P95 == 0 || l.P95 < ms(sla.P95)) && (sla.P99 == 0 || l.P99 < ms(sla.P99)) {
+			v := float64(r.Milliseconds())
+			a.SLAAgainMs = &v
+			break
+		}
+	}
+	return a
 }
 
 // watchAfter logs the latency of the clicks due in the AfterEventWindow

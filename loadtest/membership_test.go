@@ -245,7 +245,7 @@ func TestMembershipReport(t *testing.T) {
 		{Action: ActionStop, Instance: "w2", AtS: 8.5, PlannedS: 8, StopMs: 120, Workers: 1},
 	}
 	for i := range r.Membership {
-		r.Membership[i].After = afterEvent(tr, origin, time.Duration(r.Membership[i].AtS*float64(time.Second)), plan.Duration())
+		r.Membership[i].After = afterEvent(tr, origin, time.Duration(r.Membership[i].AtS*float64(time.Second)), plan.Duration(), DefaultSLA())
 	}
 	a, b := r.Membership[0].After, r.Membership[1].After
 	if a.WindowS != 5 || a.Clicks != 5000 || a.Missing != 0 || !(a.MaxMs >= 199 && a.MaxMs <= 201) || !(a.P99Ms >= 4.9 && a.P99Ms <= 5.1) {
@@ -254,6 +254,11 @@ func TestMembershipReport(t *testing.T) {
 	if b.WindowS != 3.5 || b.Clicks != 3500 || b.Missing != 1 || !(b.MaxMs >= 4.9 && b.MaxMs <= 5.1) {
 		t.Fatalf("after the stop: %+v, want the window cut at the end of the run (3.5 s), 1 missing", b)
 	}
+	// The stall is under 1 % of the window's clicks: the SLA held. The
+	// click never answered (at 9.0 s) breaks it until the next step past it.
+	if a.SLAAgainMs == nil || *a.SLAAgainMs != 0 || b.SLAAgainMs == nil || *b.SLAAgainMs != 600 {
+		t.Fatalf("SLA again after the start %v, after the stop %v: want 0 and 600 ms", a.SLAAgainMs, b.SLAAgainMs)
+	}
 	r.judge(false, nil)
 	var text bytes.Buffer
 	if err := r.WriteText(&text); err != nil {
@@ -261,8 +266,8 @@ func TestMembershipReport(t *testing.T) {
 	}
 	for _, want := range []string{
 		"1 → 2 → 1 worker(s)",
-		"start   w2 @4.0s, ready @4.5s (500 ms after its start), 2 running · next 5.0 s: p99 5.0 ms, max 200.1 ms (5,000 clicks, 0 missing)",
-		"stop    w2 @8.5s (due 8.0s): stopped in 120 ms, 1 running · next 3.5 s: p99 5.0 ms, max 5.0 ms (3,500 clicks, 1 missing)",
+		"start   w2 @4.0s, ready @4.5s (500 ms after its start), 2 running · next 5.0 s: p99 5.0 ms, max 200.1 ms (5,000 clicks, 0 missing; SLA met throughout)",
+		"stop    w2 @8.5s (due 8.0s): stopped in 120 ms, 1 running · next 3.5 s: p99 5.0 ms, max 5.0 ms (3,500 clicks, 1 missing; SLA met again from 600 ms on)",
 	} {
 		if !strings.Contains(text.String(), want) {
 			t.Fatalf("summary lacks %q:\n%s", want, text.String())
@@ -278,7 +283,7 @@ func TestMembershipReport(t *testing.T) {
 		t.Fatalf("membership in the JSON: %v", m["membership"])
 	}
 	after, _ := ms[0].(map[string]any)["after"].(map[string]any)
-	for _, k := range []string{"p99_ms", "max_ms", "clicks", "missing", "window_s"} {
+	for _, k := range []string{"p99_ms", "max_ms", "clicks", "missing", "window_s", "sla_again_ms"} {
 		if _, ok := after[k].(float64); !ok {
 			t.Errorf("membership[0].after.%s missing: %v", k, after)
 		}
@@ -316,5 +321,22 @@ func TestWatchAfterLogs(t *testing.T) {
 	watchAfter(ctx, tr, origin, 10*time.Second, 12*time.Second, time.Second, "stop of w2", slog.New(slog.NewTextHandler(&buf, nil)))
 	if time.Since(begun) > time.Second || !strings.Contains(buf.String(), "stop of w2") || !strings.Contains(buf.String(), "window=2s") {
 		t.Fatalf("log %q after %v", buf.String(), time.Since(begun))
+	}
+}
+
+// TestJudgeRecovery: a chaos run fails when, after a kill, the latency SLA
+// holds again only later than SLA.Recover after the worker's restart, or not
+// at all within the window.
+func TestJudgeRecovery(t *testing.T) {
+	at := func(ms float64) *float64 { return &ms }
+	r := &Report{sla: SLA{Recover: time.Second}, Sent: 1, Latency: Latency{Count: 1}}
+	r.Kills = []Kill{
+		{Instance: "w1", AtS: 8, RestartS: 8, After: &AfterEvent{WindowS: 5, Clicks: 10, SLAAgainMs: at(900)}},      // in time
+		{Instance: "w2", AtS: 16, RestartS: 16.3, After: &AfterEvent{WindowS: 5, Clicks: 10, SLAAgainMs: at(1400)}}, // 1.1 s after the restart
+		{Instance: "w1", AtS: 24, RestartS: 24, After: &AfterEvent{WindowS: 5, Clicks: 10}},                         // never
+	}
+	r.judge(false, nil)
+	if r.SLA.Passed || len(r.SLA.Breaches) != 2 || !strings.Contains(r.SLA.Breaches[0], "w2 at 16.0 s") || !strings.Contains(r.SLA.Breaches[1], "did not hold again") {
+		t.Fatalf("breaches %q: want w2 too late and the third kill never", r.SLA.Breaches)
 	}
 }

@@ -32,6 +32,11 @@ type SLA struct {
 	// (strategy "model"), so a run whose workers silently fell back to
 	// popularity fails instead of passing with the fallback's latency.
 	MinModelShare float64
+	// Recover (chaos): after each kill the latency SLA must hold again
+	// within this long of the worker's restart (Kill.After.SLAAgainMs,
+	// against the p95 and p99 thresholds, or DefaultSLA's where those are
+	// not judged). 0: not judged.
+	Recover time.Duration
 }
 
 // DefaultMinModelShare is SLA.MinModelShare unless given. A model that knows
@@ -43,10 +48,11 @@ type SLA struct {
 const DefaultMinModelShare = 0.5
 
 // DefaultSLA is the project's SLA (DESIGN.md, R10): p95 < 75 ms, p99 < 150 ms,
-// nothing missing, nothing doubled, nothing unexpected; and, when a model is
-// served, at least DefaultMinModelShare of the recommendations from it.
+// nothing missing, nothing doubled, nothing unexpected; when a model is
+// served, at least DefaultMinModelShare of the recommendations from it; and
+// after a worker is killed and restarted, the latency SLA again within 1 s.
 func DefaultSLA() SLA {
-	return SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond, MinModelShare: DefaultMinModelShare}
+	return SLA{P95: 75 * time.Millisecond, P99: 150 * time.Millisecond, MinModelShare: DefaultMinModelShare, Recover: time.Second}
 }
 
 // ErrSLA is wrapped by the error a run returns when it breached its SLA.
@@ -644,6 +650,7 @@ func (r *Report) judge(ramp bool, extra []string) {
 	if r.Sent == 0 {
 		b = append(b, "no events were sent")
 	}
+	b = r.judgeRecovery(b)
 	b = append(b, extra...)
 	v.Breaches = b
 	v.Passed = len(b) == 0
@@ -651,6 +658,28 @@ func (r *Report) judge(ramp bool, extra []string) {
 		v.Breaches = []string{}
 	}
 	r.SLA = v
+}
+
+// judgeRecovery appends a breach to b for every kill after which the latency
+// SLA did not hold again within SLA.Recover of the restart.
+func (r *Report) judgeRecovery(b []string) []string {
+	if r.sla.Recover <= 0 {
+		return b
+	}
+	for _, k := range r.Kills {
+		if k.After == nil || k.After.Clicks == 0 {
+			continue
+		}
+		limit := k.RestartS*1000 + ms(r.sla.Recover)
+		switch {
+		case k.After.SLAAgainMs == nil:
+			b = append(b, fmt.Sprintf("after the SIGKILL of %s at %.1f s the latency SLA did not hold again within %.1f s", k.Instance, k.AtS, k.After.WindowS))
+		case k.AtS*1000+*k.After.SLAAgainMs > limit:
+			b = append(b, fmt.Sprintf("after the SIGKILL of %s at %.1f s the latency SLA held again %.0f ms after it, beyond %v after its restart",
+				k.Instance, k.AtS, *k.After.SLAAgainMs, r.sla.Recover))
+		}
+	}
+	return b
 }
 
 // judgeModelShare appends a breach to b if too few recommendations came
@@ -875,7 +904,15 @@ func (a *AfterEvent) describe() string {
 	if a.Clicks == 0 {
 		return fmt.Sprintf(" · next %.1f s: no clicks", a.WindowS)
 	}
-	return fmt.Sprintf(" · next %.1f s: p99 %.1f ms, max %.1f ms (%s clicks, %d missing)", a.WindowS, a.P99Ms, a.MaxMs, thousands(float64(a.Clicks)), a.Missing)
+	again := "; the SLA not met again in it"
+	switch {
+	case a.SLAAgainMs == nil:
+	case *a.SLAAgainMs == 0:
+		again = "; SLA met throughout"
+	default:
+		again = fmt.Sprintf("; SLA met again from %.0f ms on", *a.SLAAgainMs)
+	}
+	return fmt.Sprintf(" · next %.1f s: p99 %.1f ms, max %.1f ms (%s clicks, %d missing%s)", a.WindowS, a.P99Ms, a.MaxMs, thousands(float64(a.Clicks)), a.Missing, again)
 }
 
 // workerCounts says how many workers ran: "2", or "1 → 2 → 3 → 2 → 1"

@@ -428,6 +428,8 @@ func TestChaosWithSpawnedWorkers(t *testing.T) {
 	cfg.ClickrecBin = os.Args[0]
 	cfg.WorkerEnv = []string{workerEnv + "=1"}
 	cfg.WorkerFlags = append(cfg.WorkerFlags, "--session-timeout=6s", "--txn-timeout=3s") // 6 s: the broker's minimum
+	// Not the recovery time: this machine runs other tests beside it.
+	cfg.SLA.Recover = 0
 	r, err := Run(testenv.Context(t, 120*time.Second), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
