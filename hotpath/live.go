@@ -18,8 +18,12 @@ import (
 func (w *Worker) publishLive(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	minute := drift.LiveMinute(time.Now())
-	publish := func(ctx context.Context, now time.Time) {
+	now := w.now
+	if now == nil {
+		now = time.Now
+	}
+	minute := drift.LiveMinute(now())
+	publish := func(ctx context.Context, at time.Time) {
 		w.liveMu.Lock()
 		if w.live == nil {
 			w.liveMu.Unlock()
@@ -27,7 +31,7 @@ func (w *Worker) publishLive(ctx context.Context, every time.Duration) {
 		}
 		key := drift.LiveKey(minute, w.cfg.InstanceID)
 		snap := w.live.Clone()
-		if m := drift.LiveMinute(now); m != minute {
+		if m := drift.LiveMinute(at); m != minute {
 			// Counts merged since the last write belong to the closing minute
 			// (at most one interval late); the new minute starts empty.
 			w.live.Reset()
@@ -50,11 +54,11 @@ func (w *Worker) publishLive(ctx context.Context, every time.Duration) {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			publish(fctx, time.Now())
+			publish(fctx, now())
 			cancel()
 			return
-		case now := <-t.C:
-			publish(ctx, now)
+		case <-t.C:
+			publish(ctx, now())
 		}
 	}
 }

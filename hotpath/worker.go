@@ -49,6 +49,8 @@ type Worker struct {
 
 	liveMu sync.Mutex
 	live   drift.LiveSet // committed observations since the last publish
+
+	now func() time.Time // the wall clock of the live drift minutes (nil: time.Now; a test's clock)
 }
 
 // Options are a Worker's collaborators.

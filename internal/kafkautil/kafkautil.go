@@ -58,7 +58,7 @@ type Config struct {
 
 // Register adds the Kafka flags.
 func (c *Config) Register(fs *cli.FlagSet) {
-	fs.Var(&c.Brokers, "kafka-brokers", "comma-separated Kafka seed brokers (host:port); empty runs an embedded in-process broker")
+	fs.Var(&c.Brokers, "kafka-brokers", "comma-separated Kafka seed brokers (host:port); hotpath, serve and worker require them, while demo, gen and loadtest run an embedded in-process broker when this is empty")
 	fs.Env("kafka-brokers", "CLICKREC_KAFKA_BROKERS")
 	fs.IntVar(&c.Partitions, "kafka-partitions", 4, "partitions of topics clickrec creates (user_events decides how far the hot path scales out)")
 	fs.Env("kafka-partitions", "CLICKREC_KAFKA_PARTITIONS")
@@ -156,7 +156,7 @@ func Ping(ctx context.Context, c *Config, cl *kgo.Client) error {
 		if sec := c.Security.describe(); sec != "" {
 			return cli.Usagef("cannot reach Kafka at %s with %s: %v (check --kafka-brokers and the --kafka-sasl-* / --kafka-tls* settings)", strings.Join(c.Brokers, ","), sec, err)
 		}
-		return cli.Usagef("cannot reach Kafka at %s: %v (check --kafka-brokers / CLICKREC_KAFKA_BROKERS, or leave it empty for the embedded broker)", strings.Join(c.Brokers, ","), err)
+		return cli.Usagef("cannot reach Kafka at %s: %v (check --kafka-brokers / CLICKREC_KAFKA_BROKERS)", strings.Join(c.Brokers, ","), err)
 	}
 	return nil
 }

@@ -16,6 +16,9 @@ static int clickrec_malloc_trim(void) {
 */
 import "C"
 
+// trimWithCgo says that trimHeap can call into the C library.
+const trimWithCgo = true
+
 // trimHeap returns free C heap pages to the system (glibc malloc_trim(0)),
 // reporting whether malloc_trim exists. ONNX Runtime frees a session's memory
 // with free(), which glibc keeps in its arenas; repeated model swaps would
