@@ -8,6 +8,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// MaxInFlight bounds the records produced to Kafka and not yet acknowledged;
+// when it is reached, sending waits and the schedule's lag grows.
+const MaxInFlight = 10_000
+
 // KafkaSink produces records asynchronously to a Kafka topic. The client's
 // kgo.MaxBufferedRecords bounds the records in flight: Send blocks while that
 // many are unacknowledged.

@@ -17,6 +17,9 @@ import (
 	"github.com/clickrec/clickrec/event"
 )
 
+// DefaultTaobaoFile is the Taobao time slice, relative to the repository root.
+const DefaultTaobaoFile = "data/taobao/UserBehavior.time-slice.csv.gz" // scripts/data.sh puts it there
+
 // TaobaoSessionGap is the inactivity that starts a new session of a Taobao
 // user: a click more than 30 minutes after the user's previous one.
 const TaobaoSessionGap = 30 * time.Minute

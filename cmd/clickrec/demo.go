@@ -24,6 +24,7 @@ import (
 	"github.com/clickrec/clickrec/internal/shoptrain"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/onnx"
+	"github.com/clickrec/clickrec/serving"
 )
 
 func init() {
@@ -288,14 +289,14 @@ func trainDemoModel(ctx context.Context, shop gen.Config, n int, mf *modelFlags,
 	if err != nil {
 		return nil, fmt.Errorf("training the demo model: %w", err)
 	}
-	if _, err := onnx.LibraryPath(mf.ortLib); err != nil {
+	if _, err := onnx.LibraryPath(mf.opts.ORTLib); err != nil {
 		log.Info("demo: ONNX Runtime library not found, scoring with the pure-Go scorer", "hint", onnx.InstallHint)
-		mf.scorer = "go"
+		mf.opts.Scorer = serving.ScorerGo
 	}
-	s, err := mf.serving("demo-"+time.Now().UTC().Format("150405"), m, nil)
+	s, err := mf.opts.Build("demo-"+time.Now().UTC().Format("150405"), m, nil)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("demo: model ready", "items", m.NumItems(), "scorer", mf.scorer, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("demo: model ready", "items", m.NumItems(), "scorer", mf.opts.Scorer, "took", time.Since(start).Round(time.Millisecond))
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/eval"
 	"github.com/clickrec/clickrec/model/onnx"
+	"github.com/clickrec/clickrec/serving"
 )
 
 func init() {
@@ -96,18 +97,12 @@ with the train flags unless --model loads one).`)
 		return cli.Usagef("--vsknn-k and --vsknn-sample must be positive, --vsknn-idf not negative")
 	case iknnLambda < 0:
 		return cli.Usagef("--iknn-lambda must not be negative")
-	case scorer != "go" && scorer != "onnx":
-		return cli.Usagef("--scorer %q: want go or onnx", scorer)
 	}
-	newScorer := eval.GoScorer
-	if scorer == "onnx" {
-		if _, err := onnx.LibraryPath(ortLib); err != nil {
-			return cli.Usagef("--scorer onnx: %v (or use --scorer go)", err)
-		}
-		newScorer = func(m *model.Model) (model.Scorer, error) {
-			return onnx.NewModelScorer(m, onnx.ScorerOptions{LibraryPath: ortLib})
-		}
+	so := serving.Options{Scorer: scorer, ORTLib: ortLib}
+	if err := so.Validate(); err != nil {
+		return cli.Usagef("%v", err)
 	}
+	newScorer := so.NewScorer
 	for _, m := range models {
 		if !slices.Contains(evalModels, m) {
 			return cli.Usagef("--models: unknown model %q (want some of %v)", m, evalModels)

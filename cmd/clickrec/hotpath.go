@@ -3,22 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/internal/admin"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/redisutil"
@@ -106,15 +102,15 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	if f.noModel && f.model.file != "" {
 		return cli.Usagef("--no-model and --model-dir %s exclude each other", f.model.file)
 	}
-	admin, err := kgo.NewClient(f.kafka.Opts("clickrec-hotpath-admin")...)
+	kcl, err := kgo.NewClient(f.kafka.Opts("clickrec-hotpath-admin")...)
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
-	if err := kafkautil.Ping(ctx, &f.kafka, admin); err != nil {
+	defer kcl.Close()
+	if err := kafkautil.Ping(ctx, &f.kafka, kcl); err != nil {
 		return err
 	}
-	if err := kafkautil.EnsureTopics(ctx, &f.kafka, admin, f.cfg.Topics); err != nil {
+	if err := kafkautil.EnsureTopics(ctx, &f.kafka, kcl, f.cfg.Topics); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
@@ -134,49 +130,25 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	}
 	if f.noModel {
 		log.Info("no model (--no-model): serving the popularity fallback only")
-	} else if err := f.model.load(ctx, w, opts.Redis, reg, log); err != nil {
+	} else if err := f.model.load(ctx, w, opts.Redis, log); err != nil {
 		return err
 	}
 	if ready != nil {
 		ready(w)
 	}
-	ln, err := net.Listen("tcp", f.httpAddr)
+	adm, err := admin.Listen(f.httpAddr, admin.Options{Metrics: reg, Pprof: f.pprof, Ready: func() error {
+		if !w.Ready() {
+			return errors.New("restoring state or not yet assigned")
+		}
+		return nil
+	}})
 	if err != nil {
 		return cli.Usagef("--http-addr %s: %v", f.httpAddr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
-		if !w.Ready() {
-			http.Error(rw, "restoring state or not yet assigned", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(rw, "ready")
-	})
-	if f.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	log.Info("serving metrics and health", "addr", "http://"+ln.Addr().String())
+	log.Info("serving metrics and health", "addr", "http://"+adm.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	g.Go(func() error { return adm.Serve(gctx) })
 	if opts.Redis != nil {
 		g.Go(func() error { w.WatchPopularity(gctx, opts.Redis, 30*time.Second); return nil })
 	}

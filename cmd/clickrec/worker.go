@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -24,12 +21,13 @@ import (
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/clickrec/clickrec/internal/admin"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/redisutil"
 	"github.com/clickrec/clickrec/model"
-	"github.com/clickrec/clickrec/model/eval"
 	"github.com/clickrec/clickrec/model/onnx"
+	"github.com/clickrec/clickrec/serving"
 	"github.com/clickrec/clickrec/workflows"
 )
 
@@ -324,12 +322,12 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 		return err
 	}
 	defer tc.Close()
-	admin, err := kgo.NewClient(f.kafka.Opts("clickrec-worker-admin")...)
+	kcl, err := kgo.NewClient(f.kafka.Opts("clickrec-worker-admin")...)
 	if err != nil {
 		return err
 	}
-	err = kafkautil.Ping(ctx, &f.kafka, admin)
-	admin.Close()
+	err = kafkautil.Ping(ctx, &f.kafka, kcl)
+	kcl.Close()
 	if err != nil {
 		return err
 	}
@@ -356,14 +354,7 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 		Metrics:     m,
 		Log:         log.With("component", "training"),
 	}
-	if f.evalScorer == "onnx" {
-		lib := f.ortLib
-		acts.NewScorer = func(mdl *model.Model) (model.Scorer, error) {
-			return onnx.NewModelScorer(mdl, onnx.ScorerOptions{LibraryPath: lib})
-		}
-	} else {
-		acts.NewScorer = eval.GoScorer
-	}
+	acts.NewScorer = serving.Options{Scorer: f.evalScorer, ORTLib: f.ortLib}.NewScorer
 	w := worker.New(tc, f.temporal.queue, worker.Options{
 		EnableSessionWorker:               true,
 		MaxConcurrentSessionExecutionSize: f.maxRetrains,
@@ -390,50 +381,38 @@ func serveWorker(ctx context.Context, f *workerFlags, log *slog.Logger, ready fu
 		}
 	}
 
-	ln, err := net.Listen("tcp", f.httpAddr)
+	adm, err := admin.Listen(f.httpAddr, admin.Options{Metrics: reg, Health: func(ctx context.Context) error {
+		if _, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+			return errors.New("temporal: " + oneLine(err))
+		}
+		return nil
+	}})
 	if err != nil {
 		return cli.Usagef("--http-addr %s: %v", f.httpAddr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) {
-		hctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := tc.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
-			http.Error(rw, "temporal: "+oneLine(err), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(rw, "ok")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
+	// Stop intake first and let running activities finish (up to
+	// --stop-timeout), then stop serving metrics.
+	actx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAdmin()
 	if err := w.Start(); err != nil {
-		ln.Close()
 		return fmt.Errorf("cannot start the Temporal worker: %w", err)
 	}
 	log.Info("worker running", "temporal", f.temporal.addr, "namespace", f.temporal.namespace, "task_queue", f.temporal.queue, "events_topic", f.topics.Events,
-		"metrics", "http://"+ln.Addr().String()+"/metrics", "ui", strings.TrimRight(f.temporal.ui, "/")+"/namespaces/"+f.temporal.namespace+"/workflows")
+		"metrics", "http://"+adm.Addr()+"/metrics", "ui", strings.TrimRight(f.temporal.ui, "/")+"/namespaces/"+f.temporal.namespace+"/workflows")
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(adm.Addr())
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return adm.Serve(actx) })
 	g.Go(func() error {
 		<-gctx.Done()
-		// Stop intake first and let running activities finish (up to
-		// --stop-timeout), then stop serving metrics.
 		t0 := time.Now()
 		w.Stop()
 		log.Info("temporal worker stopped", "took", time.Since(t0).Round(time.Millisecond))
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
+		stopAdmin()
+		return nil
 	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -1,10 +1,11 @@
-package gen
+package main
 
 import (
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/clickrec/clickrec/gen"
 	"io"
 	"log/slog"
 	"math"
@@ -17,17 +18,13 @@ import (
 	"github.com/clickrec/clickrec/internal/kafkautil"
 )
 
-// Synopsis is the one-line description of `clickrec gen`.
-const Synopsis = "generate shop clicks (synthetic or Taobao replay) to Kafka or stdout"
+func init() {
+	register(command{name: "gen", synopsis: "generate shop clicks (synthetic or Taobao replay) to Kafka or stdout", run: func(ctx context.Context, args []string) error {
+		return genCommand(ctx, args, os.Stdout)
+	}})
+}
 
-// DefaultTaobaoFile is the Taobao time slice, relative to the repository root.
-const DefaultTaobaoFile = "data/taobao/UserBehavior.time-slice.csv.gz" // scripts/data.sh puts it there
-
-// MaxInFlight bounds the records produced to Kafka and not yet acknowledged;
-// when it is reached, sending waits and the schedule's lag grows.
-const MaxInFlight = 10_000
-
-const usageText = `Generate shop clicks and send them to Kafka topic user_events (keyed by user id)
+const genUsage = `Generate shop clicks and send them to Kafka topic user_events (keyed by user id)
 or to stdout as JSON lines.
 
 Sources:
@@ -67,10 +64,10 @@ type genFlags struct {
 }
 
 func (f *genFlags) register(fs *cli.FlagSet) {
-	def := DefaultConfig()
+	def := gen.DefaultConfig()
 	fs.StringVar(&f.source, "source", "synthetic", "traffic source: synthetic (a generated shop, shaped by --users, --items, --categories, paced by --rate) or taobao (a replay of --taobao-file, paced by --speedup)")
 	fs.Env("source", "CLICKREC_GEN_SOURCE")
-	fs.StringVar(&f.taobaoFile, "taobao-file", DefaultTaobaoFile, "Taobao UserBehavior CSV (user_id,item_id,category_id,behavior,unix_ts; gzip or plain) replayed by --source taobao; a relative path is relative to the working directory")
+	fs.StringVar(&f.taobaoFile, "taobao-file", gen.DefaultTaobaoFile, "Taobao UserBehavior CSV (user_id,item_id,category_id,behavior,unix_ts; gzip or plain) replayed by --source taobao; a relative path is relative to the working directory")
 	fs.Env("taobao-file", "CLICKREC_GEN_TAOBAO_FILE")
 	fs.Float64Var(&f.speedup, "speedup", 60, "time compression of --source taobao: a row is due (ts - first ts)/speedup after the start, so 60 plays the 1.92-hour time slice in 1m55s at about 830 events/s; 0 sends as fast as possible")
 	fs.Env("speedup", "CLICKREC_GEN_SPEEDUP")
@@ -138,13 +135,13 @@ func (f *genFlags) validate() error {
 	return f.kafka.Validate()
 }
 
-// Command runs `clickrec gen` with args (without the command name), writing
+// genCommand runs `clickrec gen` with args (without the command name), writing
 // records to stdout with --out stdout. Flag mistakes, an unreadable
 // --taobao-file and unreachable brokers are *cli.UsageError (exit 2). When ctx
 // ends, gen stops sending, flushes what it sent and returns nil.
-func Command(ctx context.Context, args []string, stdout io.Writer) error {
+func genCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	var f genFlags
-	fs := cli.NewFlagSet("gen", usageText)
+	fs := cli.NewFlagSet("gen", genUsage)
 	f.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -162,9 +159,9 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var sink Sink
+	var sink gen.Sink
 	if f.out == "stdout" {
-		sink = NewLineSink(stdout)
+		sink = gen.NewLineSink(stdout)
 	} else {
 		ks, closeKafka, err := f.openKafka(ctx, log)
 		if err != nil {
@@ -173,34 +170,34 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 		defer closeKafka()
 		sink = ks
 	}
-	clock := &SystemClock{}
-	st, err := Run(ctx, RunConfig{
+	clock := &gen.SystemClock{}
+	st, err := gen.Run(ctx, gen.RunConfig{
 		Source:   src,
-		Pacer:    NewPacer(clock, clock.Now(), schedule),
+		Pacer:    gen.NewPacer(clock, clock.Now(), schedule),
 		Sink:     sink,
 		Count:    f.count,
 		Duration: f.duration,
 		Log:      log,
 	})
-	if ks, ok := sink.(*KafkaSink); ok {
+	if ks, ok := sink.(*gen.KafkaSink); ok {
 		log.Info("gen kafka", "topic", f.topics.Events, "sent", st.Sent, "acked", ks.Acked(), "failed", ks.Failed())
 	}
 	return err
 }
 
-func (f *genFlags) newSource(log *slog.Logger) (Source, Schedule, error) {
+func (f *genFlags) newSource(log *slog.Logger) (gen.Source, gen.Schedule, error) {
 	if f.source == "taobao" {
 		if f.set["rate"] {
 			log.Warn("--rate does not apply to --source taobao; the replay is paced by --speedup")
 		}
-		t, err := OpenTaobao(f.taobaoFile)
+		t, err := gen.OpenTaobao(f.taobaoFile)
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 			return nil, nil, cli.Usagef("--taobao-file: %v (run from the repository root, or set --taobao-file / CLICKREC_GEN_TAOBAO_FILE)", err)
 		}
 		if err != nil {
 			return nil, nil, err
 		}
-		p, err := NewReplay(t, ReplayConfig{Speedup: f.speedup, Seed: f.seed, LateShare: f.lateShare, InvalidShare: f.invalidShare})
+		p, err := gen.NewReplay(t, gen.ReplayConfig{Speedup: f.speedup, Seed: f.seed, LateShare: f.lateShare, InvalidShare: f.invalidShare})
 		if err != nil {
 			return nil, nil, fmt.Errorf("cannot replay %s: %w", f.taobaoFile, err)
 		}
@@ -213,7 +210,7 @@ func (f *genFlags) newSource(log *slog.Logger) (Source, Schedule, error) {
 	if f.set["speedup"] {
 		log.Warn("--speedup applies to --source taobao only; the synthetic source is paced by --rate")
 	}
-	s, err := NewSynthetic(Config{Seed: f.seed, Users: f.users, Items: f.items, Categories: f.categories,
+	s, err := gen.NewSynthetic(gen.Config{Seed: f.seed, Users: f.users, Items: f.items, Categories: f.categories,
 		LateShare: f.lateShare, InvalidShare: f.invalidShare})
 	if err != nil {
 		return nil, nil, cli.Usagef("%v", err)
@@ -223,19 +220,19 @@ func (f *genFlags) newSource(log *slog.Logger) (Source, Schedule, error) {
 	switch {
 	case f.rate == 0:
 		log.Info("gen: --rate 0 sends as fast as possible, stamped with the wall clock; sessions compress accordingly")
-	case f.rate > SaturatedRate(f.users):
+	case f.rate > gen.SaturatedRate(f.users):
 		log.Warn("gen: --rate is more than --users shoppers can click at human pace: every shopper is always in a session and clicks come faster than people click; raise --users for realistic sessions",
 			"rate", f.rate, "users", f.users, "users_for_realistic_breaks", int(math.Ceil(f.rate*280)))
-	case f.rate > SustainedRate(f.users):
+	case f.rate > gen.SustainedRate(f.users):
 		log.Info("gen: --rate is above what --users shoppers sustain with realistic breaks between sessions, so the longest breaks are cut short",
-			"rate", f.rate, "users", f.users, "sustained_rate", math.Round(SustainedRate(f.users)), "users_for_rate", int(math.Ceil(f.rate*280)))
+			"rate", f.rate, "users", f.users, "sustained_rate", math.Round(gen.SustainedRate(f.users)), "users_for_rate", int(math.Ceil(f.rate*280)))
 	}
-	return s, ConstantRate(f.rate), nil
+	return s, gen.ConstantRate(f.rate), nil
 }
 
 // openKafka connects to the brokers (or starts the embedded one), checks them
 // and the topics, and returns the sink and what closes it all.
-func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink, func(), error) {
+func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*gen.KafkaSink, func(), error) {
 	cfg := &f.kafka
 	var closers []func()
 	closeAll := func() {
@@ -255,7 +252,7 @@ func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink,
 	topic := string(f.topics.Events)
 	cl, err := kgo.NewClient(append(cfg.Opts("clickrec-gen"),
 		kgo.DefaultProduceTopic(topic),
-		kgo.MaxBufferedRecords(MaxInFlight),
+		kgo.MaxBufferedRecords(gen.MaxInFlight),
 		kgo.RecordDeliveryTimeout(time.Minute),
 	)...)
 	if err != nil {
@@ -271,6 +268,6 @@ func (f *genFlags) openKafka(ctx context.Context, log *slog.Logger) (*KafkaSink,
 		closeAll()
 		return nil, nil, fmt.Errorf("cannot prepare topics: %w", err)
 	}
-	log.Info("gen producing to Kafka", "brokers", cfg.Brokers.String(), "topic", topic, "max_in_flight", MaxInFlight)
-	return NewKafkaSink(cl, topic), closeAll, nil
+	log.Info("gen producing to Kafka", "brokers", cfg.Brokers.String(), "topic", topic, "max_in_flight", gen.MaxInFlight)
+	return gen.NewKafkaSink(cl, topic), closeAll, nil
 }

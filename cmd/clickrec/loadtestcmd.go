@@ -1,14 +1,12 @@
-package loadtest
+package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"github.com/clickrec/clickrec/loadtest"
 	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -16,10 +14,13 @@ import (
 	"github.com/clickrec/clickrec/internal/cli"
 )
 
-// Synopsis is the one-line description of `clickrec loadtest`.
-const Synopsis = "load-test the hot path end to end and judge its SLA (exit code 1 on breach)"
+func init() {
+	register(command{name: "loadtest", synopsis: "load-test the hot path end to end and judge its SLA (exit code 1 on breach)", run: func(ctx context.Context, args []string) error {
+		return loadtestCommand(ctx, args, os.Stdout)
+	}})
+}
 
-const usageText = `Load-test the hot path end to end and judge the SLA, k6-style: exit code 0
+const loadtestUsage = `Load-test the hot path end to end and judge the SLA, k6-style: exit code 0
 when every threshold holds, 1 when one is breached (or the run failed), 2 for
 a usage error.
 
@@ -106,8 +107,8 @@ Examples:
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario scale --duration 60s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --source taobao --speedup 120`
 
-type flags struct {
-	cfg      Config
+type loadtestFlags struct {
+	cfg      loadtest.Config
 	rates    string
 	workerFl multiFlag
 	workerEv multiFlag
@@ -127,9 +128,9 @@ func (m *multiFlag) String() string { return strings.Join(*m, " ") }
 // Set implements flag.Value.
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func (f *flags) register(fs *cli.FlagSet) {
+func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	c := &f.cfg
-	*c = DefaultConfig()
+	*c = loadtest.DefaultConfig()
 	f.envs = map[string]string{}
 	env := func(name string) {
 		v := "CLICKREC_LOADTEST_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
@@ -208,7 +209,7 @@ func (f *flags) register(fs *cli.FlagSet) {
 	env("model-dir")
 	fs.BoolVar(&c.NoModel, "no-model", false, "spawned workers serve no model: every recommendation is the popularity fallback (with --no-redis: the broker path alone)")
 	env("no-model")
-	fs.IntVar(&c.TrainClicks, "train-clicks", 0, fmt.Sprintf("clicks of the traffic's history the load test trains its model on (0: %d per catalogue item, which covers the whole synthetic catalogue; taobao: the whole replay)", DefaultTrainClicksPerItem))
+	fs.IntVar(&c.TrainClicks, "train-clicks", 0, fmt.Sprintf("clicks of the traffic's history the load test trains its model on (0: %d per catalogue item, which covers the whole synthetic catalogue; taobao: the whole replay)", loadtest.DefaultTrainClicksPerItem))
 	env("train-clicks")
 	c.Redis.Register(fs)
 	fs.BoolVar(&c.NoRedis, "no-redis", false, "spawned workers run with --no-redis: no Redis feature store writes (and no check that Redis is up)")
@@ -275,7 +276,7 @@ func parseRates(s string) ([]float64, error) {
 }
 
 // apply fills what depends on other flags.
-func (f *flags) apply() error {
+func (f *loadtestFlags) apply() error {
 	c := &f.cfg
 	rates, err := parseRates(f.rates)
 	if err != nil {
@@ -283,7 +284,7 @@ func (f *flags) apply() error {
 	}
 	c.Rates = rates
 	c.WorkerFlags, c.WorkerEnv = f.workerFl, f.workerEv
-	if c.Scenario == ScenarioLate {
+	if c.Scenario == loadtest.ScenarioLate {
 		if !f.set["late-share"] {
 			c.Shop.LateShare = 0.2
 		}
@@ -291,7 +292,7 @@ func (f *flags) apply() error {
 			c.Shop.InvalidShare = 0.05
 		}
 	}
-	if c.Scenario == ScenarioChaos {
+	if c.Scenario == loadtest.ScenarioChaos {
 		if !f.set["sla-p95"] {
 			c.SLA.P95 = 0
 		}
@@ -299,7 +300,7 @@ func (f *flags) apply() error {
 			c.SLA.P99 = 0
 		}
 	}
-	if c.Scenario == ScenarioRolling && !f.set["spawn-workers"] {
+	if c.Scenario == loadtest.ScenarioRolling && !f.set["spawn-workers"] {
 		c.SpawnWorkers = 2 // a rolling restart of one worker is an outage
 	}
 	if c.SpawnWorkers == 0 && c.Group == "" {
@@ -327,13 +328,13 @@ func (f *flags) apply() error {
 	return nil
 }
 
-// Command runs `clickrec loadtest` with args (without the command name),
+// loadtestCommand runs `clickrec loadtest` with args (without the command name),
 // writing the summary to stdout and progress to stderr. Flag mistakes and
 // unreachable brokers are *cli.UsageError (exit 2); a breached SLA is an
 // error wrapping ErrSLA (exit 1).
-func Command(ctx context.Context, args []string, stdout io.Writer) error {
-	var f flags
-	fs := cli.NewFlagSet("loadtest", usageText)
+func loadtestCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	var f loadtestFlags
+	fs := cli.NewFlagSet("loadtest", loadtestUsage)
 	f.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -372,35 +373,5 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return Execute(ctx, f.cfg, f.jsonPath, log, stdout)
-}
-
-// Execute runs cfg, prints the summary to stdout, writes the JSON report to
-// jsonPath (or <cfg.OutDir>/loadtest-<scenario>-<time>.json when empty) and
-// the plots next to it, and returns the verdict as an error (nil: SLA met).
-func Execute(ctx context.Context, cfg Config, jsonPath string, log *slog.Logger, stdout io.Writer) error {
-	rep, err := Run(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	if jsonPath == "" {
-		jsonPath = filepath.Join(cfg.OutDir, fmt.Sprintf("loadtest-%s-%s.json", cfg.Scenario, rep.StartedAt.Format("20060102-150405")))
-	}
-	base := strings.TrimSuffix(filepath.Base(jsonPath), filepath.Ext(jsonPath))
-	plots, perr := rep.WritePlots(filepath.Dir(jsonPath), base)
-	if perr != nil {
-		log.Error("could not draw the plots", "err", perr)
-	}
-	rep.Plots = plots
-	jerr := rep.WriteJSON(jsonPath)
-	if jerr == nil {
-		rep.Notes = append(rep.Notes, "report: "+jsonPath)
-	}
-	if err := rep.WriteText(stdout); err != nil {
-		return fmt.Errorf("writing the summary: %w", err)
-	}
-	if err := errors.Join(perr, jerr); err != nil {
-		return err
-	}
-	return rep.Err()
+	return loadtest.Execute(ctx, f.cfg, f.jsonPath, log, stdout)
 }

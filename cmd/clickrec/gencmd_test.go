@@ -1,10 +1,11 @@
-package gen
+package main
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"flag"
+	"github.com/clickrec/clickrec/gen"
 	"strings"
 	"testing"
 	"time"
@@ -17,19 +18,19 @@ import (
 	"github.com/clickrec/clickrec/internal/testenv"
 )
 
-// quiet keeps the command's logs to warnings in tests.
-var quiet = []string{"--log-level", "error"}
+// genQuiet keeps the command's logs to warnings in tests.
+var genQuiet = []string{"--log-level", "error"}
 
-func command(t *testing.T, ctx context.Context, args ...string) (string, error) {
+func runGen(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := Command(ctx, append(append([]string{}, quiet...), args...), &out)
+	err := genCommand(ctx, append(append([]string{}, genQuiet...), args...), &out)
 	return out.String(), err
 }
 
 // TestCommandKafka produces through the whole command path to the embedded
 // broker and reads the records back.
-func TestCommandKafka(t *testing.T) {
+func TestGenKafka(t *testing.T) {
 	cfg := &kafkautil.Config{Partitions: 3, ReplicationFactor: 1, DialTimeout: 5 * time.Second}
 	emb, err := kafkautil.StartEmbedded(cfg, kafkautil.DefaultTopics)
 	if err != nil {
@@ -38,7 +39,7 @@ func TestCommandKafka(t *testing.T) {
 	defer emb.Close()
 	ctx := testenv.Context(t, 30*time.Second)
 	const n = 300
-	if _, err := command(t, ctx, "--out", "kafka", "--kafka-brokers", cfg.Brokers.String(), "--kafka-partitions", "3",
+	if _, err := runGen(t, ctx, "--out", "kafka", "--kafka-brokers", cfg.Brokers.String(), "--kafka-partitions", "3",
 		"--count", "300", "--rate", "0", "--seed", "11", "--late-share", "0.1", "--invalid-share", "0.1"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestCommandKafka(t *testing.T) {
 			if !strings.HasPrefix(c.EventID, "11-") {
 				t.Errorf("event id %q, want 11-<n>", c.EventID)
 			}
-			if time.Since(c.Time()) > MinLateness-5*time.Second {
+			if time.Since(c.Time()) > gen.MinLateness-5*time.Second {
 				late++
 			}
 		})
@@ -100,10 +101,10 @@ func TestCommandKafka(t *testing.T) {
 }
 
 // TestCommandEmbedded: --out kafka without brokers starts the embedded broker.
-func TestCommandEmbedded(t *testing.T) {
+func TestGenEmbedded(t *testing.T) {
 	t.Setenv("CLICKREC_KAFKA_BROKERS", "")
 	ctx := testenv.Context(t, 30*time.Second)
-	if _, err := command(t, ctx, "--out", "kafka", "--count", "50", "--rate", "0"); err != nil {
+	if _, err := runGen(t, ctx, "--out", "kafka", "--count", "50", "--rate", "0"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -119,12 +120,12 @@ func lines(t *testing.T, out string) []string {
 	return ls
 }
 
-func TestCommandStdout(t *testing.T) {
+func TestGenStdout(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	t.Setenv("CLICKREC_GEN_COUNT", "400")
 	t.Setenv("CLICKREC_GEN_INVALID_SHARE", "0.3")
 	t.Setenv("CLICKREC_GEN_RATE", "0")
-	out, err := command(t, ctx)
+	out, err := runGen(t, ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +145,11 @@ func TestCommandStdout(t *testing.T) {
 		}
 	}
 	// A flag wins over its variable; the same seed gives the same output.
-	a, err := command(t, ctx, "--count", "7", "--seed", "5")
+	a, err := runGen(t, ctx, "--count", "7", "--seed", "5")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := command(t, ctx, "--count", "7", "--seed", "5")
+	b, _ := runGen(t, ctx, "--count", "7", "--seed", "5")
 	if len(lines(t, a)) != 7 || a == "" {
 		t.Fatalf("--count 7 gave %d lines", len(lines(t, a)))
 	}
@@ -174,9 +175,9 @@ func TestCommandStdout(t *testing.T) {
 	}
 }
 
-func TestCommandTaobao(t *testing.T) {
+func TestGenTaobao(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
-	out, err := command(t, ctx, "--source", "taobao", "--taobao-file", userTail2k, "--speedup", "0", "--late-share", "0", "--invalid-share", "0")
+	out, err := runGen(t, ctx, "--source", "taobao", "--taobao-file", "../../gen/testdata/taobao-user-tail-2k.csv", "--speedup", "0", "--late-share", "0", "--invalid-share", "0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestCommandTaobao(t *testing.T) {
 	if !strings.Contains(ls[0], `"event_id":"tb-0"`) || !strings.Contains(ls[1999], `"event_id":"tb-1999"`) {
 		t.Fatalf("first and last lines:\n%s\n%s", ls[0], ls[1999])
 	}
-	out, err = command(t, ctx, "--source", "taobao", "--taobao-file", timeSlice3k, "--speedup", "0", "--count", "100")
+	out, err = runGen(t, ctx, "--source", "taobao", "--taobao-file", "../../gen/testdata/taobao-time-slice-3k.csv.gz", "--speedup", "0", "--count", "100")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestCommandTaobao(t *testing.T) {
 	}
 }
 
-func TestCommandUsageErrors(t *testing.T) {
+func TestGenUsageErrors(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	for _, tt := range []struct {
 		args []string
@@ -219,7 +220,7 @@ func TestCommandUsageErrors(t *testing.T) {
 		{[]string{"--source", "taobao", "--taobao-file", "/nonexistent/ub.csv"}, "--taobao-file: cannot open Taobao data"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			_, err := command(t, ctx, tt.args...)
+			_, err := runGen(t, ctx, tt.args...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || cli.ExitCode(err) != 2 {
 				t.Fatalf("error %v (exit %d), want exit 2 and %q", err, cli.ExitCode(err), tt.want)
 			}
@@ -227,16 +228,16 @@ func TestCommandUsageErrors(t *testing.T) {
 	}
 	t.Run("environment", func(t *testing.T) {
 		t.Setenv("CLICKREC_GEN_USERS", "lots")
-		_, err := command(t, ctx)
+		_, err := runGen(t, ctx)
 		if err == nil || !strings.Contains(err.Error(), `CLICKREC_GEN_USERS="lots"`) || cli.ExitCode(err) != 2 {
 			t.Fatalf("error %v", err)
 		}
 	})
 }
 
-func TestCommandUnreachableKafka(t *testing.T) {
+func TestGenUnreachableKafka(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
-	_, err := command(t, ctx, "--out", "kafka", "--kafka-brokers", "127.0.0.1:1", "--kafka-dial-timeout", "500ms", "--count", "1")
+	_, err := runGen(t, ctx, "--out", "kafka", "--kafka-brokers", "127.0.0.1:1", "--kafka-dial-timeout", "500ms", "--count", "1")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach Kafka at 127.0.0.1:1") || cli.ExitCode(err) != 2 {
 		t.Fatalf("error %v (exit %d), want exit 2 and cannot reach Kafka", err, cli.ExitCode(err))
 	}
@@ -246,9 +247,9 @@ func TestCommandUnreachableKafka(t *testing.T) {
 }
 
 // TestCommandFlags: every flag has a CLICKREC_* variable and help text.
-func TestCommandFlags(t *testing.T) {
+func TestGenFlags(t *testing.T) {
 	var f genFlags
-	fs := cli.NewFlagSet("gen", usageText)
+	fs := cli.NewFlagSet("gen", genUsage)
 	f.register(fs)
 	var usage bytes.Buffer
 	fs.PrintUsage(&usage)
@@ -266,7 +267,7 @@ func TestCommandFlags(t *testing.T) {
 			t.Errorf("no --%s", name)
 		}
 	}
-	if _, err := command(t, context.Background(), "--help"); err != flag.ErrHelp || cli.ExitCode(err) != 0 {
+	if _, err := runGen(t, context.Background(), "--help"); err != flag.ErrHelp || cli.ExitCode(err) != 0 {
 		t.Fatalf("--help: %v", err)
 	}
 }
@@ -274,7 +275,7 @@ func TestCommandFlags(t *testing.T) {
 // TestCommandTopicPrefix: --topic-prefix sends to <prefix>user_events, the
 // topic a hot path started with the same --topic-prefix reads; a prefix Kafka
 // would refuse is a usage error.
-func TestCommandTopicPrefix(t *testing.T) {
+func TestGenTopicPrefix(t *testing.T) {
 	cfg := &kafkautil.Config{Partitions: 2, ReplicationFactor: 1, DialTimeout: 5 * time.Second}
 	emb, err := kafkautil.StartEmbedded(cfg, kafkautil.DefaultTopics)
 	if err != nil {
@@ -282,7 +283,7 @@ func TestCommandTopicPrefix(t *testing.T) {
 	}
 	defer emb.Close()
 	ctx := testenv.Context(t, 30*time.Second)
-	if _, err := command(t, ctx, "--out", "kafka", "--kafka-brokers", cfg.Brokers.String(), "--kafka-partitions", "2",
+	if _, err := runGen(t, ctx, "--out", "kafka", "--kafka-brokers", cfg.Brokers.String(), "--kafka-partitions", "2",
 		"--topic-prefix", "lt7-", "--count", "20", "--rate", "0"); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,7 @@ func TestCommandTopicPrefix(t *testing.T) {
 		}
 		got += fs.NumRecords()
 	}
-	if _, err := command(t, ctx, "--topic-prefix", "bad prefix!", "--count", "1"); err == nil {
+	if _, err := runGen(t, ctx, "--topic-prefix", "bad prefix!", "--count", "1"); err == nil {
 		t.Fatal("a prefix with a space and '!' was accepted")
 	}
 }

@@ -1,10 +1,12 @@
-package loadtest
+package main
 
 import (
 	"bytes"
 	"context"
 	"flag"
+	"github.com/clickrec/clickrec/loadtest"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +14,11 @@ import (
 	"github.com/clickrec/clickrec/internal/cli"
 )
 
-// parse runs the flag layer of Command without running anything.
-func parse(t *testing.T, args ...string) (*flags, error) {
+// parseLoadtest runs the flag layer of loadtestCommand without running anything.
+func parseLoadtest(t *testing.T, args ...string) (*loadtestFlags, error) {
 	t.Helper()
-	var f flags
-	fs := cli.NewFlagSet("loadtest", usageText)
+	var f loadtestFlags
+	fs := cli.NewFlagSet("loadtest", loadtestUsage)
 	f.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -26,45 +28,45 @@ func parse(t *testing.T, args ...string) (*flags, error) {
 	return &f, f.apply()
 }
 
-func TestScenarioDefaults(t *testing.T) {
-	f, err := parse(t, "--scenario", "chaos")
+func TestLoadtestScenarioDefaults(t *testing.T) {
+	f, err := parseLoadtest(t, "--scenario", "chaos")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.cfg.SLA.P95 != 0 || f.cfg.SLA.P99 != 0 || f.cfg.SLA.MaxMissing != 0 || f.cfg.SLA.MaxDuplicates != 0 {
 		t.Fatalf("chaos SLA %+v: want no latency thresholds, 0 missing, 0 duplicates", f.cfg.SLA)
 	}
-	if f, err = parse(t, "--scenario", "chaos", "--sla-p95", "500ms"); err != nil || f.cfg.SLA.P95 != 500*time.Millisecond {
+	if f, err = parseLoadtest(t, "--scenario", "chaos", "--sla-p95", "500ms"); err != nil || f.cfg.SLA.P95 != 500*time.Millisecond {
 		t.Fatalf("chaos with --sla-p95: %v %+v", err, f.cfg.SLA)
 	}
-	if f, err = parse(t, "--scenario", "late"); err != nil || f.cfg.Shop.LateShare != 0.2 || f.cfg.Shop.InvalidShare != 0.05 {
+	if f, err = parseLoadtest(t, "--scenario", "late"); err != nil || f.cfg.Shop.LateShare != 0.2 || f.cfg.Shop.InvalidShare != 0.05 {
 		t.Fatalf("late: %v %+v", err, f.cfg.Shop)
 	}
-	if f, err = parse(t, "--scenario", "late", "--late-share", "0.1"); err != nil || f.cfg.Shop.LateShare != 0.1 {
+	if f, err = parseLoadtest(t, "--scenario", "late", "--late-share", "0.1"); err != nil || f.cfg.Shop.LateShare != 0.1 {
 		t.Fatalf("late with --late-share: %v %+v", err, f.cfg.Shop)
 	}
-	if f, err = parse(t); err != nil || f.cfg.SLA != DefaultSLA() || f.cfg.Shop.LateShare != 0 || f.cfg.Group != "" {
+	if f, err = parseLoadtest(t); err != nil || f.cfg.SLA != loadtest.DefaultSLA() || f.cfg.Shop.LateShare != 0 || f.cfg.Group != "" {
 		t.Fatalf("steady: %v %+v", err, f.cfg)
 	}
-	if f, err = parse(t, "--spawn-workers", "0"); err != nil || f.cfg.Group != "clickrec-hotpath" {
+	if f, err = parseLoadtest(t, "--spawn-workers", "0"); err != nil || f.cfg.Group != "clickrec-hotpath" {
 		t.Fatalf("running workers: %v group %q", err, f.cfg.Group)
 	}
-	if f, err = parse(t, "--scenario", "ramp", "--rates", "100, 2000,5e3"); err != nil || len(f.cfg.Rates) != 3 || f.cfg.Rates[2] != 5000 {
+	if f, err = parseLoadtest(t, "--scenario", "ramp", "--rates", "100, 2000,5e3"); err != nil || len(f.cfg.Rates) != 3 || f.cfg.Rates[2] != 5000 {
 		t.Fatalf("ramp rates: %v %v", err, f.cfg.Rates)
 	}
 	// rolling and scale are judged on the whole SLA.
-	if f, err = parse(t, "--scenario", "rolling"); err != nil || f.cfg.SpawnWorkers != 2 || f.cfg.RestartEvery != 8*time.Second || f.cfg.SLA != DefaultSLA() {
+	if f, err = parseLoadtest(t, "--scenario", "rolling"); err != nil || f.cfg.SpawnWorkers != 2 || f.cfg.RestartEvery != 8*time.Second || f.cfg.SLA != loadtest.DefaultSLA() {
 		t.Fatalf("rolling: %v workers %d every %v SLA %+v", err, f.cfg.SpawnWorkers, f.cfg.RestartEvery, f.cfg.SLA)
 	}
-	if f, err = parse(t, "--scenario", "rolling", "--spawn-workers", "3", "--restart-every", "5s"); err != nil || f.cfg.SpawnWorkers != 3 || f.cfg.RestartEvery != 5*time.Second {
+	if f, err = parseLoadtest(t, "--scenario", "rolling", "--spawn-workers", "3", "--restart-every", "5s"); err != nil || f.cfg.SpawnWorkers != 3 || f.cfg.RestartEvery != 5*time.Second {
 		t.Fatalf("rolling with flags: %v %+v", err, f.cfg)
 	}
-	if f, err = parse(t, "--scenario", "scale"); err != nil || f.cfg.SpawnWorkers != 1 || f.cfg.ScaleTo != 3 || f.cfg.SLA != DefaultSLA() {
+	if f, err = parseLoadtest(t, "--scenario", "scale"); err != nil || f.cfg.SpawnWorkers != 1 || f.cfg.ScaleTo != 3 || f.cfg.SLA != loadtest.DefaultSLA() {
 		t.Fatalf("scale: %v workers %d to %d SLA %+v", err, f.cfg.SpawnWorkers, f.cfg.ScaleTo, f.cfg.SLA)
 	}
 }
 
-func TestUsageErrors(t *testing.T) {
+func TestLoadtestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--scenario", "soak"},
 		{"--rate", "0"},
@@ -93,7 +95,7 @@ func TestUsageErrors(t *testing.T) {
 		{"--sla-min-model-share", "1.5"},
 		{"--redis-addr", ""},
 	} {
-		err := Command(context.Background(), args, &bytes.Buffer{})
+		err := loadtestCommand(context.Background(), args, &bytes.Buffer{})
 		if cli.ExitCode(err) != 2 {
 			t.Errorf("%v: %v (exit code %d), want a usage error", args, err, cli.ExitCode(err))
 		}
@@ -103,46 +105,43 @@ func TestUsageErrors(t *testing.T) {
 // TestModelAndRedisFlags: by default the spawned workers serve a trained
 // model and write the Redis at CLICKREC_REDIS_ADDR (or 127.0.0.1:6379); the
 // model share is judged at 0.5, for running workers only when asked.
-func TestModelAndRedisFlags(t *testing.T) {
-	f, err := parse(t)
+func TestLoadtestModelAndRedisFlags(t *testing.T) {
+	f, err := parseLoadtest(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := f.cfg
-	if c.NoModel || c.NoRedis || c.ModelDir != "" || c.Redis.Addr != "127.0.0.1:6379" || c.SLA.MinModelShare != DefaultMinModelShare || c.ExpectModel {
+	if c.NoModel || c.NoRedis || c.ModelDir != "" || c.Redis.Addr != "127.0.0.1:6379" || c.SLA.MinModelShare != loadtest.DefaultMinModelShare || c.ExpectModel {
 		t.Fatalf("defaults: %+v", c)
 	}
 	t.Setenv("CLICKREC_REDIS_ADDR", "10.0.0.1:6380")
-	if f, err = parse(t); err != nil || f.cfg.Redis.Addr != "10.0.0.1:6380" {
+	if f, err = parseLoadtest(t); err != nil || f.cfg.Redis.Addr != "10.0.0.1:6380" {
 		t.Fatalf("CLICKREC_REDIS_ADDR: %v %q", err, f.cfg.Redis.Addr)
 	}
-	if f, err = parse(t, "--redis-addr", "127.0.0.1:7000", "--redis-db", "3"); err != nil || f.cfg.Redis.Addr != "127.0.0.1:7000" || f.cfg.Redis.DB != 3 {
+	if f, err = parseLoadtest(t, "--redis-addr", "127.0.0.1:7000", "--redis-db", "3"); err != nil || f.cfg.Redis.Addr != "127.0.0.1:7000" || f.cfg.Redis.DB != 3 {
 		t.Fatalf("--redis-addr: %v %+v", err, f.cfg.Redis)
 	}
 	dir := t.TempDir()
-	if f, err = parse(t, "--model-dir", dir, "--no-redis"); err != nil || f.cfg.ModelDir != dir || !f.cfg.NoRedis {
+	if f, err = parseLoadtest(t, "--model-dir", dir, "--no-redis"); err != nil || f.cfg.ModelDir != dir || !f.cfg.NoRedis {
 		t.Fatalf("--model-dir --no-redis: %v %+v", err, f.cfg)
 	}
-	if f, err = parse(t, "--no-model", "--no-redis"); err != nil || !f.cfg.NoModel || !f.cfg.NoRedis {
+	if f, err = parseLoadtest(t, "--no-model", "--no-redis"); err != nil || !f.cfg.NoModel || !f.cfg.NoRedis {
 		t.Fatalf("--no-model --no-redis: %v", err)
 	}
-	if f, err = parse(t, "--worker-flag=--model-dir="+dir); err != nil || flagValue(f.cfg.WorkerFlags, "model-dir") != dir {
+	if f, err = parseLoadtest(t, "--worker-flag=--model-dir="+dir); err != nil || !slices.Contains(f.cfg.WorkerFlags, "--model-dir="+dir) {
 		t.Fatalf("--worker-flag --model-dir: %v %v", err, f.cfg.WorkerFlags)
 	}
-	if f, err = parse(t, "--spawn-workers", "0"); err != nil || f.cfg.ExpectModel {
+	if f, err = parseLoadtest(t, "--spawn-workers", "0"); err != nil || f.cfg.ExpectModel {
 		t.Fatalf("running workers: %v, expect model %v", err, f.cfg.ExpectModel)
 	}
-	if f, err = parse(t, "--spawn-workers", "0", "--sla-min-model-share", "0.9"); err != nil || !f.cfg.ExpectModel || f.cfg.SLA.MinModelShare != 0.9 {
+	if f, err = parseLoadtest(t, "--spawn-workers", "0", "--sla-min-model-share", "0.9"); err != nil || !f.cfg.ExpectModel || f.cfg.SLA.MinModelShare != 0.9 {
 		t.Fatalf("running workers with --sla-min-model-share: %v %+v", err, f.cfg.SLA)
-	}
-	if got := flagValue([]string{"--scorer", "go", "--x=1"}, "scorer"); got != "go" {
-		t.Fatalf("flagValue = %q", got)
 	}
 }
 
 // TestRedisDownFailsFast: an unreachable Redis stops the run before
 // anything else, with one line that says what to do.
-func TestRedisDownFailsFast(t *testing.T) {
+func TestLoadtestRedisDownFailsFast(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +149,7 @@ func TestRedisDownFailsFast(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	start := time.Now()
-	err = Command(context.Background(), []string{"--redis-addr", addr, "--out", t.TempDir()}, &bytes.Buffer{})
+	err = loadtestCommand(context.Background(), []string{"--redis-addr", addr, "--out", t.TempDir()}, &bytes.Buffer{})
 	if cli.ExitCode(err) != 2 {
 		t.Fatalf("Command = %v (exit code %d), want a usage error", err, cli.ExitCode(err))
 	}
