@@ -67,6 +67,16 @@ func (it *Item) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// WrittenScore returns the score as AppendJSON writes it, as a float64: the
+// value of its 6 significant digits (NaN and infinities 0), which
+// float64(it.Score) is not (float64(float32(0.83)) is 0.8299999833106995).
+// A reader that wants the record's decimal digits in a float64 uses this.
+func (it Item) WrittenScore() float64 {
+	var buf [32]byte
+	f, _ := strconv.ParseFloat(string(appendScore(buf[:0], it.Score)), 64)
+	return f
+}
+
 // appendScore writes a score with 6 significant digits, NaN and ±Inf as 0.
 func appendScore(b []byte, s float32) []byte {
 	if math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {

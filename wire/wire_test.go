@@ -337,3 +337,17 @@ func TestPeek(t *testing.T) {
 		}
 	}
 }
+
+func TestWrittenScore(t *testing.T) {
+	for _, tc := range []struct {
+		score float32
+		want  float64
+	}{
+		{0.83, 0.83}, {1e-7, 1e-7}, {123456789, 1.23457e8}, {1e-45, 1.4013e-45},
+		{float32(math.NaN()), 0}, {float32(math.Inf(-1)), 0}, {-0.5, -0.5},
+	} {
+		if got := (Item{Score: tc.score}).WrittenScore(); got != tc.want {
+			t.Errorf("WrittenScore(%v) = %v, want %v", tc.score, got, tc.want)
+		}
+	}
+}
