@@ -36,7 +36,7 @@ const (
 )
 
 // StrategyModel is the recommendation strategy whose top-1 scores are profiled.
-const StrategyModel = "model"
+const StrategyModel = wire.StrategyModel
 
 // StandardFeatures returns the names of the standard features with their kinds.
 func StandardFeatures() map[string]Kind {

@@ -17,8 +17,8 @@ type Recommendation struct {
 	EventID string `json:"event_id"` // the click's event id; never empty
 	UserID  string `json:"user_id"`
 	Items   []Item `json:"items"` // best first; written as [] when empty
-	// Strategy is what produced the items: "model", "category_popular" or
-	// "global_popular".
+	// Strategy is what produced the items: StrategyModel,
+	// StrategyCategoryPopular or StrategyGlobalPopular.
 	Strategy string `json:"strategy"`
 	// ModelVersion is the version of the model serving when the click was
 	// processed (also for popularity fallbacks), "" if none.
@@ -26,6 +26,18 @@ type Recommendation struct {
 	EventTimeMs   int64  `json:"event_time_ms"`   // the click's event time, Unix ms
 	ProcessedAtMs int64  `json:"processed_at_ms"` // when the hot path scored it, Unix ms
 }
+
+// Strategies of a Recommendation.
+const (
+	// StrategyModel: the items are the serving model's top scores.
+	StrategyModel = "model"
+	// StrategyCategoryPopular: a popularity fallback, the click's category's
+	// most popular items first.
+	StrategyCategoryPopular = "category_popular"
+	// StrategyGlobalPopular: a popularity fallback, the most popular items
+	// overall.
+	StrategyGlobalPopular = "global_popular"
+)
 
 // Item is one recommended item with its score. Scores are written with 6
 // significant digits; NaN and infinities are written as 0.
