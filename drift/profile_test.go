@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/clickrec/clickrec/wire"
 )
 
 func TestNumericReferenceDeciles(t *testing.T) {
@@ -289,8 +291,8 @@ func TestJSONRoundTrip(t *testing.T) {
 	for range 5000 {
 		ObserveWindow(s, &Window{
 			Events:          uint64(1 + r.IntN(5)),
-			ByType:          map[string]uint64{"view": uint64(1 + r.IntN(4)), "cart": uint64(r.IntN(2))},
-			ByCategory:      map[string]uint64{[]string{"a", "b", "c"}[r.IntN(3)]: 1},
+			ByType:          wire.TypeCounts{View: uint64(1 + r.IntN(4)), Cart: uint64(r.IntN(2))},
+			ByCategory:      wire.Categories{{Category: []string{"a", "b", "c"}[r.IntN(3)], N: 1}},
 			SessionLengthMs: int64(r.IntN(600_000)),
 			Revision:        1,
 		})
@@ -398,7 +400,7 @@ func TestReferenceSetJSONValidates(t *testing.T) {
 		t.Fatalf("good reference set: %v, %v", refs, err)
 	}
 	live := refs.NewLive()
-	ObserveWindow(live, &Window{ByCategory: map[string]uint64{"shoes": 2}, SessionLengthMs: 100, Revision: 1})
+	ObserveWindow(live, &Window{ByCategory: wire.Categories{{Category: "shoes", N: 2}}, SessionLengthMs: 100, Revision: 1})
 	if live[FeatureCategoryMix].N() != 2 || live[FeatureSessionLength].N() != 1 {
 		t.Fatalf("live profiles of a good set: %+v", live)
 	}
@@ -429,8 +431,8 @@ func TestObserveWindowFromTopicRecord(t *testing.T) {
 	rec := `{"user_id":"u1","window_start_ms":60000,"window_end_ms":120000,"events":4,` +
 		`"by_type":{"view":3,"cart":1,"purchase":0},"by_category":{"shoes":3,"hats":1},` +
 		`"session_events":9,"session_length_ms":250000,"revision":1}`
-	var w Window
-	if err := json.Unmarshal([]byte(rec), &w); err != nil {
+	w, err := wire.DecodeWindow([]byte(rec))
+	if err != nil {
 		t.Fatal(err)
 	}
 	s := NewSample()
@@ -438,8 +440,8 @@ func TestObserveWindowFromTopicRecord(t *testing.T) {
 	refire := w
 	refire.Revision = 2
 	ObserveWindow(s, &refire) // skipped
-	var rr Recommendation
-	if err := json.Unmarshal([]byte(`{"event_id":"e","user_id":"u1","items":[{"item_id":4711,"score":0.83},{"item_id":1,"score":0.5}],"strategy":"model","model_version":"v1"}`), &rr); err != nil {
+	rr, err := wire.DecodeRecommendation([]byte(`{"event_id":"e","user_id":"u1","items":[{"item_id":4711,"score":0.83},{"item_id":1,"score":0.5}],"strategy":"model","model_version":"v1"}`))
+	if err != nil {
 		t.Fatal(err)
 	}
 	ObserveRecommendation(s, &rr)
@@ -472,7 +474,8 @@ func TestObserveWindowFromTopicRecord(t *testing.T) {
 	if r := refs[FeatureWindowEvents]; r.N() != 1 || r.Edges[1] != 4 {
 		t.Errorf("window events %+v", r)
 	}
-	if r := refs[FeatureTop1Score]; r.N() != 1 || r.Edges[1] != 0.83 {
+	// The score is a float32, as the hot path passes it to ObserveStrategy.
+	if r := refs[FeatureTop1Score]; r.N() != 1 || r.Edges[1] != float64(float32(0.83)) {
 		t.Errorf("top-1 score %+v", r)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/clickrec/clickrec/wire"
 )
 
 // Names of the standard features, as used in ReferenceSet, LiveSet, Result
@@ -34,7 +36,7 @@ const (
 )
 
 // StrategyModel is the recommendation strategy whose top-1 scores are profiled.
-const StrategyModel = "model"
+const StrategyModel = wire.StrategyModel
 
 // StandardFeatures returns the names of the standard features with their kinds.
 func StandardFeatures() map[string]Kind {
@@ -58,19 +60,9 @@ type Observer interface {
 	ObserveCategorical(feature, category string, n uint64)
 }
 
-// Window is a record of the user_session_windows topic (see the hot path's
-// emitWindow).
-type Window struct {
-	UserID          string            `json:"user_id"`
-	WindowStartMs   int64             `json:"window_start_ms"`
-	WindowEndMs     int64             `json:"window_end_ms"`
-	Events          uint64            `json:"events"`
-	ByType          map[string]uint64 `json:"by_type"`
-	ByCategory      map[string]uint64 `json:"by_category"`
-	SessionEvents   uint64            `json:"session_events"`
-	SessionLengthMs int64             `json:"session_length_ms"`
-	Revision        uint64            `json:"revision"`
-}
+// Window is a record of the user_session_windows topic; read one with
+// wire.DecodeWindow.
+type Window = wire.Window
 
 // ObserveWindow feeds one window result into the window features: category
 // mix, event-type mix (each event counted), session length and window events
@@ -87,31 +79,26 @@ func ObserveWindow(o Observer, w *Window) {
 	if w.Revision > 1 {
 		return
 	}
-	for c, n := range w.ByCategory {
-		if n > 0 {
-			o.ObserveCategorical(FeatureCategoryMix, c, n)
+	for _, c := range w.ByCategory {
+		if c.N > 0 {
+			o.ObserveCategorical(FeatureCategoryMix, c.Category, c.N)
 		}
 	}
-	for t, n := range w.ByType {
-		if n > 0 {
-			o.ObserveCategorical(FeatureEventTypeMix, t, n)
+	for _, t := range [...]struct {
+		name string
+		n    uint64
+	}{{"view", w.ByType.View}, {"cart", w.ByType.Cart}, {"purchase", w.ByType.Purchase}} {
+		if t.n > 0 {
+			o.ObserveCategorical(FeatureEventTypeMix, t.name, t.n)
 		}
 	}
 	o.ObserveNumeric(FeatureSessionLength, float64(w.SessionLengthMs))
 	o.ObserveNumeric(FeatureWindowEvents, float64(w.Events))
 }
 
-// Recommendation is the part of a record of the recommendations topic that
-// drift looks at.
-type Recommendation struct {
-	UserID       string `json:"user_id"`
-	Strategy     string `json:"strategy"`
-	ModelVersion string `json:"model_version"`
-	Items        []struct {
-		ItemID int64   `json:"item_id"`
-		Score  float64 `json:"score"`
-	} `json:"items"`
-}
+// Recommendation is a record of the recommendations topic; read one with
+// wire.DecodeRecommendation.
+type Recommendation = wire.Recommendation
 
 // ObserveRecommendation feeds one recommendation: its strategy, and for
 // StrategyModel with at least one item, the score of its first (best) item.
@@ -119,7 +106,7 @@ type Recommendation struct {
 func ObserveRecommendation(o Observer, r *Recommendation) {
 	top1, ok := 0.0, false
 	if len(r.Items) > 0 {
-		top1, ok = r.Items[0].Score, true
+		top1, ok = float64(r.Items[0].Score), true
 	}
 	ObserveStrategy(o, r.Strategy, top1, ok)
 }

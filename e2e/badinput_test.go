@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // TestBadInputFromKcat sends malformed records with a third-party client (kcat)
@@ -57,10 +57,7 @@ func TestBadInputFromKcat(t *testing.T) {
 
 	ctx := testenv.Context(t, 60*time.Second)
 	recs := waitRecords(t, ctx, c, string(c.topics.Recs), 1)
-	var rec struct {
-		EventID string `json:"event_id"`
-	}
-	if err := json.Unmarshal(recs[0].Value, &rec); err != nil || rec.EventID != "good-1" {
+	if rec, err := wire.DecodeRecommendation(recs[0].Value); err != nil || rec.EventID != "good-1" {
 		t.Fatalf("recommendation %s, want one for good-1 only", recs[0].Value)
 	}
 	dlq := waitRecords(t, ctx, c, string(c.topics.DLQ), len(bad))
@@ -78,9 +75,10 @@ func TestBadInputFromKcat(t *testing.T) {
 		want[b.key+"\t"+b.value] = b.reason
 	}
 	for i, r := range dlq {
-		hdr := map[string]string{}
-		for _, h := range r.Headers {
-			hdr[h.Key] = string(h.Value)
+		dl, err := wire.DeadLetterOf(r.Headers)
+		if err != nil {
+			t.Errorf("dead letter %d: %v", i, err)
+			continue
 		}
 		reason, ok := want[string(r.Key)+"\t"+string(r.Value)]
 		if !ok {
@@ -88,11 +86,11 @@ func TestBadInputFromKcat(t *testing.T) {
 			continue
 		}
 		delete(want, string(r.Key)+"\t"+string(r.Value))
-		if hdr["reason"] != string(reason) {
-			t.Errorf("dead letter %d: reason %q (%s), want %q", i, hdr["reason"], hdr["detail"], reason)
+		if dl.Reason != string(reason) {
+			t.Errorf("dead letter %d: reason %q (%s), want %q", i, dl.Reason, dl.Detail, reason)
 		}
-		if !strings.HasPrefix(hdr["source"], string(c.topics.Events)+"/") {
-			t.Errorf("record %d: source header %q", i, hdr["source"])
+		if dl.Source.Topic != string(c.topics.Events) {
+			t.Errorf("record %d: source header %q", i, dl.Source)
 		}
 	}
 	for _, topic := range []string{string(c.topics.Late), string(c.topics.Windows)} {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/clickrec/clickrec/gen"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // produceShop sends n valid, in-order clicks of the synthetic shop at rate/s to
@@ -161,11 +161,9 @@ func (c *cluster) verdict(t *testing.T, sent *countingSink) (missing, dup, disti
 	t.Helper()
 	seen := map[string]int{}
 	for _, r := range c.readAll(t, string(c.topics.Recs)) {
-		var out struct {
-			EventID string `json:"event_id"`
-		}
-		if err := json.Unmarshal(r.Value, &out); err != nil {
-			t.Fatalf("recommendation is not JSON: %s", r.Value)
+		out, err := wire.DecodeRecommendation(r.Value)
+		if err != nil {
+			t.Fatalf("unreadable recommendation: %v", err)
 		}
 		seen[out.EventID]++
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/wire"
 	"github.com/clickrec/clickrec/workflows"
 )
 
@@ -93,7 +93,10 @@ func TestFullLoop(t *testing.T) {
 	for u, last := range lastOf {
 		var r rec
 		b, err := rc.HGet(ctx, hotpath.UserKey(u), "recs").Bytes()
-		if err != nil || json.Unmarshal(b, &r) != nil || r.EventID != last || r.UserID != u {
+		if err == nil {
+			r, err = wire.DecodeRecommendation(b)
+		}
+		if err != nil || r.EventID != last || r.UserID != u {
 			t.Fatalf("%s in Redis: recs %s (%v), want the recommendation for %s", hotpath.UserKey(u), b, err, last)
 		}
 	}
@@ -178,25 +181,25 @@ func TestFullLoop(t *testing.T) {
 		case <-time.After(200 * time.Millisecond): // the worker swaps tables between batches
 		}
 	}
-	if cold.Strategy != hotpath.StrategyCategoryPopular || !slices.Equal(cold.itemIDs(), want) {
-		t.Fatalf("cold start in %s: %s %v, want %s %v (the category's top, then the global top)", cat, cold.Strategy, cold.itemIDs(), hotpath.StrategyCategoryPopular, want)
+	if cold.Strategy != hotpath.StrategyCategoryPopular || !slices.Equal(itemIDs(cold), want) {
+		t.Fatalf("cold start in %s: %s %v, want %s %v (the category's top, then the global top)", cat, cold.Strategy, itemIDs(cold), hotpath.StrategyCategoryPopular, want)
 	}
 	// A new shopper in a category the table does not know gets the global top.
 	global := coldStart("fl-new-global", "fl-nowhere", 7999999)
-	if global.Strategy != hotpath.StrategyGlobalPopular || !slices.Equal(global.itemIDs(), pop.Global[:min(10, len(pop.Global))]) {
-		t.Fatalf("cold start in an unknown category: %s %v, want %s %v", global.Strategy, global.itemIDs(), hotpath.StrategyGlobalPopular, pop.Global)
+	if global.Strategy != hotpath.StrategyGlobalPopular || !slices.Equal(itemIDs(global), pop.Global[:min(10, len(pop.Global))]) {
+		t.Fatalf("cold start in an unknown category: %s %v, want %s %v", global.Strategy, itemIDs(global), hotpath.StrategyGlobalPopular, pop.Global)
 	}
 	// The feature store has the new shopper's recommendation too.
 	eventually(t, ctx, func() (bool, string) {
 		var r rec
 		b, err := rc.HGet(ctx, hotpath.UserKey(coldUser), "recs").Bytes()
 		if err == nil {
-			err = json.Unmarshal(b, &r)
+			r, err = wire.DecodeRecommendation(b)
 		}
-		return err == nil && r.EventID == cold.EventID && slices.Equal(r.itemIDs(), want),
+		return err == nil && r.EventID == cold.EventID && slices.Equal(itemIDs(r), want),
 			fmt.Sprintf("%s recs in Redis: %s (%v)", hotpath.UserKey(coldUser), b, err)
 	})
-	t.Logf("cold start from table %s: %s %v in %s; %s %v elsewhere", pop.Version, cold.Strategy, cold.itemIDs(), cat, global.Strategy, global.itemIDs())
+	t.Logf("cold start from table %s: %s %v in %s; %s %v elsewhere", pop.Version, cold.Strategy, itemIDs(cold), cat, global.Strategy, itemIDs(global))
 
 	slow.proc.stop(t)
 	hp.stop(t)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/onnx"
 	"github.com/clickrec/clickrec/model/registry"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // randomModel is a model over item ids 1..n (the synthetic shop's most popular
@@ -88,12 +88,8 @@ func TestModelPromotionHotSwap(t *testing.T) {
 	lastV1 := map[int32]time.Time{} // per partition: the last v1 recommendation's timestamp
 	firstV2 := map[int32]bool{}
 	for _, r := range c.readAll(t, string(c.topics.Recs)) {
-		var out struct {
-			EventID      string `json:"event_id"`
-			Strategy     string `json:"strategy"`
-			ModelVersion string `json:"model_version"`
-		}
-		if err := json.Unmarshal(r.Value, &out); err != nil {
+		out, err := wire.DecodeRecommendation(r.Value)
+		if err != nil {
 			t.Fatal(err)
 		}
 		seen[out.EventID]++

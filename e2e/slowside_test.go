@@ -16,6 +16,7 @@ import (
 
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/internal/testenv"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // slowSide is a `clickrec worker` process — the Temporal worker of the
@@ -91,18 +92,10 @@ func (s *slowSide) terminateRunning(t *testing.T) {
 }
 
 // rec is a record of the recommendations topic.
-type rec struct {
-	EventID      string `json:"event_id"`
-	UserID       string `json:"user_id"`
-	Strategy     string `json:"strategy"`
-	ModelVersion string `json:"model_version"`
-	Items        []struct {
-		ItemID int64   `json:"item_id"`
-		Score  float64 `json:"score"`
-	} `json:"items"`
-}
+type rec = wire.Recommendation
 
-func (r *rec) itemIDs() []int64 {
+// itemIDs returns the ids of r's items, best first.
+func itemIDs(r rec) []int64 {
 	ids := make([]int64, len(r.Items))
 	for i, it := range r.Items {
 		ids[i] = it.ItemID
@@ -148,9 +141,9 @@ func (r *recsReader) await(t *testing.T, ctx context.Context, ids ...string) []r
 			t.Fatalf("%d of %d clicks without a recommendation before the deadline", missing, len(ids))
 		}
 		fs.EachRecord(func(kr *kgo.Record) {
-			var out rec
-			if err := json.Unmarshal(kr.Value, &out); err != nil {
-				t.Fatalf("recommendation is not JSON: %s", kr.Value)
+			out, err := wire.DecodeRecommendation(kr.Value)
+			if err != nil {
+				t.Fatalf("unreadable recommendation: %v", err)
 			}
 			r.byEvent[out.EventID] = append(r.byEvent[out.EventID], out)
 		})

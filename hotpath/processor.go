@@ -14,6 +14,7 @@ import (
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // Outcome labels of recsys_hotpath_events_total.
@@ -189,6 +190,10 @@ type processor struct {
 	effects map[string]redisEffect // by user, the latest wins
 	click   event.Click
 	buf     []byte
+	// rec and win are the records being written, reused (items and
+	// categories too) so encoding allocates nothing.
+	rec wire.Recommendation
+	win wire.Window
 	// arena holds every byte slice of the current transaction's records and
 	// Redis effects. A fresh one per transaction (sized by the last), so the
 	// slices handed to the Kafka client and the Redis writer are never reused.
@@ -258,9 +263,9 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 	if part.wm != math.MinInt64 && ts < lateBound {
 		p.m.events.WithLabelValues(outcomeTooLate).Inc()
 		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Late), Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: []kgo.RecordHeader{
-			{Key: "reason", Value: []byte("too_late")},
-			{Key: "watermark_ms", Value: strconv.AppendInt(nil, part.wm, 10)},
-			{Key: "source", Value: sourceOf(r)},
+			{Key: wire.HeaderReason, Value: []byte(wire.ReasonTooLate)},
+			{Key: wire.HeaderWatermarkMs, Value: strconv.AppendInt(nil, part.wm, 10)},
+			{Key: wire.HeaderSource, Value: sourceOf(r)},
 		}})
 		return
 	}
@@ -313,13 +318,13 @@ func (p *processor) deadLetter(r *kgo.Record, err error) {
 	reason := event.ReasonOf(err)
 	p.m.dlq.WithLabelValues(string(reason)).Inc()
 	detail := err.Error()
-	if len(detail) > 512 {
-		detail = detail[:512]
+	if len(detail) > wire.MaxDetailBytes {
+		detail = detail[:wire.MaxDetailBytes]
 	}
 	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.DLQ), Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: []kgo.RecordHeader{
-		{Key: "reason", Value: []byte(reason)},
-		{Key: "detail", Value: []byte(detail)},
-		{Key: "source", Value: sourceOf(r)},
+		{Key: wire.HeaderReason, Value: []byte(reason)},
+		{Key: wire.HeaderDetail, Value: []byte(detail)},
+		{Key: wire.HeaderSource, Value: sourceOf(r)},
 	}})
 }
 
@@ -414,22 +419,15 @@ func (p *processor) scoreBatch() {
 	j := 0
 	for i := range p.pending {
 		pr := &p.pending[i]
-		b := p.buf[:0]
-		b = append(b, `{"event_id":`...)
-		b = event.AppendJSONString(b, pr.click.EventID)
-		b = append(b, `,"user_id":`...)
-		b = event.AppendJSONString(b, pr.click.UserID)
-		b = append(b, `,"items":[`...)
+		rec := &p.rec
+		rec.Items = rec.Items[:0]
 		var strategy, version string
 		if pr.useModel {
 			recs := p.scored[j]
 			j++
 			strategy, version = StrategyModel, p.serving.Version
-			for n, r := range recs {
-				if n > 0 {
-					b = append(b, ',')
-				}
-				b = appendItem(b, p.serving.Model.ItemIDs[r.Index], r.Score)
+			for _, r := range recs {
+				rec.Items = append(rec.Items, wire.Item{ItemID: p.serving.Model.ItemIDs[r.Index], Score: r.Score})
 			}
 		} else {
 			var items []Scored
@@ -437,11 +435,8 @@ func (p *processor) scoreBatch() {
 			if p.serving != nil {
 				version = p.serving.Version
 			}
-			for n, it := range items {
-				if n > 0 {
-					b = append(b, ',')
-				}
-				b = appendItem(b, it.ItemID, it.Score)
+			for _, it := range items {
+				rec.Items = append(rec.Items, wire.Item{ItemID: it.ItemID, Score: it.Score})
 			}
 		}
 		p.m.recs.WithLabelValues(strategy).Inc()
@@ -452,15 +447,10 @@ func (p *processor) scoreBatch() {
 			}
 			drift.ObserveStrategy(p.live, strategy, top1, has)
 		}
-		b = append(b, `],"strategy":"`...)
-		b = append(b, strategy...)
-		b = append(b, `","model_version":`...)
-		b = event.AppendJSONString(b, version)
-		b = append(b, `,"event_time_ms":`...)
-		b = strconv.AppendInt(b, pr.click.TimestampMs, 10)
-		b = append(b, `,"processed_at_ms":`...)
-		b = strconv.AppendInt(b, nowMs, 10)
-		b = append(b, '}')
+		rec.EventID, rec.UserID = pr.click.EventID, pr.click.UserID
+		rec.Strategy, rec.ModelVersion = strategy, version
+		rec.EventTimeMs, rec.ProcessedAtMs = pr.click.TimestampMs, nowMs
+		b := rec.AppendJSON(p.buf[:0])
 		p.buf = b
 		val := p.keep(b)
 		// Like Kafka Streams, an output carries its input's timestamp: a reader of
@@ -473,17 +463,6 @@ func (p *processor) scoreBatch() {
 			p.effects[pr.user.id] = e
 		}
 	}
-}
-
-func appendItem(b []byte, id int64, score float32) []byte {
-	b = append(b, `{"item_id":`...)
-	b = strconv.AppendInt(b, id, 10)
-	b = append(b, `,"score":`...)
-	if math.IsInf(float64(score), 0) || math.IsNaN(float64(score)) {
-		score = 0
-	}
-	b = strconv.AppendFloat(b, float64(score), 'g', 6, 32)
-	return append(b, '}')
 }
 
 // fireTimers emits the windows and expires the users the watermark has passed.
@@ -521,37 +500,22 @@ func (p *processor) fireTimers(part *partition) {
 func (p *processor) emitWindow(part *partition, u *userState, w *window) {
 	w.fired++
 	w.dirty = false
-	b := p.buf[:0]
-	b = append(b, `{"user_id":`...)
-	b = event.AppendJSONString(b, u.id)
-	b = append(b, `,"window_start_ms":`...)
-	b = strconv.AppendInt(b, w.start, 10)
-	b = append(b, `,"window_end_ms":`...)
-	b = strconv.AppendInt(b, w.start+p.cfg.Window.Milliseconds(), 10)
-	b = append(b, `,"events":`...)
-	b = strconv.AppendUint(b, uint64(w.events()), 10)
-	b = append(b, `,"by_type":{"view":`...)
-	b = strconv.AppendUint(b, uint64(w.byType[0]), 10)
-	b = append(b, `,"cart":`...)
-	b = strconv.AppendUint(b, uint64(w.byType[1]), 10)
-	b = append(b, `,"purchase":`...)
-	b = strconv.AppendUint(b, uint64(w.byType[2]), 10)
-	b = append(b, `},"by_category":{`...)
-	for i, c := range w.byCat {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = event.AppendJSONString(b, c.cat)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, uint64(c.n), 10)
+	out := &p.win
+	*out = wire.Window{
+		UserID:          u.id,
+		WindowStartMs:   w.start,
+		WindowEndMs:     w.start + p.cfg.Window.Milliseconds(),
+		Events:          uint64(w.events()),
+		ByType:          wire.TypeCounts{View: uint64(w.byType[0]), Cart: uint64(w.byType[1]), Purchase: uint64(w.byType[2])},
+		ByCategory:      out.ByCategory[:0],
+		SessionEvents:   uint64(u.sessionEvts),
+		SessionLengthMs: u.lastTs - u.sessionStart,
+		Revision:        uint64(w.fired),
 	}
-	b = append(b, `},"session_events":`...)
-	b = strconv.AppendUint(b, uint64(u.sessionEvts), 10)
-	b = append(b, `,"session_length_ms":`...)
-	b = strconv.AppendInt(b, u.lastTs-u.sessionStart, 10)
-	b = append(b, `,"revision":`...)
-	b = strconv.AppendUint(b, uint64(w.fired), 10)
-	b = append(b, '}')
+	for _, c := range w.byCat {
+		out.ByCategory = append(out.ByCategory, wire.CategoryCount{Category: c.cat, N: uint64(c.n)})
+	}
+	b := out.AppendJSON(p.buf[:0])
 	p.buf = b
 	p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Windows), Key: p.keepString(u.id), Value: p.keep(b)})
 	p.m.windows.Inc()

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // newTestProcessor returns a processor with one partition and a fixed clock.
@@ -101,9 +103,13 @@ func TestWatermarkLatenessAndWindows(t *testing.T) {
 		t.Fatalf("watermark %d, want max event time − 5 min = %d", part.wm, base+5*minute)
 	}
 	wins := out["user_session_windows"]
-	if len(wins) != 1 || !strings.Contains(string(wins[0].Value), fmt.Sprintf(`"window_start_ms":%d`, base)) ||
-		!strings.Contains(string(wins[0].Value), `"revision":1`) {
-		t.Fatalf("windows %q, want [base, base+1m) with revision 1", values(wins))
+	if len(wins) != 1 {
+		t.Fatalf("windows %q, want 1", values(wins))
+	}
+	want := wire.Window{UserID: "u", WindowStartMs: base, WindowEndMs: base + minute, Events: 1, ByType: wire.TypeCounts{View: 1},
+		ByCategory: wire.Categories{{Category: "c1", N: 1}}, SessionEvents: 2, SessionLengthMs: 10 * minute, Revision: 1}
+	if w, err := wire.DecodeWindow(wins[0].Value); err != nil || !reflect.DeepEqual(w, want) {
+		t.Fatalf("window %s (%v), want %+v", wins[0].Value, err, want)
 	}
 
 	// Late by 3 min, inside the allowed 5: state and its (fired) window update
@@ -113,8 +119,13 @@ func TestWatermarkLatenessAndWindows(t *testing.T) {
 		t.Fatalf("late-within-lateness event: %d recs, %d side outputs; want none", len(out["recommendations"]), len(out["user_events_late"]))
 	}
 	wins = out["user_session_windows"]
-	if len(wins) != 1 || !strings.Contains(string(wins[0].Value), `"revision":2`) || !strings.Contains(string(wins[0].Value), `"events":2`) {
-		t.Fatalf("re-fired window %q, want revision 2 with 2 events", values(wins))
+	if len(wins) != 1 {
+		t.Fatalf("re-fired windows %q, want 1", values(wins))
+	}
+	want.Events, want.ByType.Cart, want.ByCategory = 2, 1, wire.Categories{{Category: "c1", N: 1}, {Category: "c2", N: 1}}
+	want.SessionEvents, want.Revision = 3, 2
+	if w, err := wire.DecodeWindow(wins[0].Value); err != nil || !reflect.DeepEqual(w, want) {
+		t.Fatalf("re-fired window %s (%v), want %+v", wins[0].Value, err, want)
 	}
 	if u := part.users.Get("u"); u.seq != 3 || len(u.recent) != 3 || u.recent[1].item != 3 {
 		t.Fatalf("state after a late event: seq %d, recent %+v; want the late item inserted in event-time order", u.seq, u.recent)
@@ -125,6 +136,9 @@ func TestWatermarkLatenessAndWindows(t *testing.T) {
 	out = run(t, p, part, tooLate)
 	if l := out["user_events_late"]; len(l) != 1 || string(l[0].Value) != string(tooLate.Value) {
 		t.Fatalf("too-late event: side output %q", values(l))
+	}
+	if d, err := wire.DeadLetterOf(out["user_events_late"][0].Headers); err != nil || d.Reason != wire.ReasonTooLate || d.WatermarkMs != part.wm || !d.HasWatermark {
+		t.Fatalf("too-late event: headers %+v (%v), want reason too_late and watermark %d", d, err, part.wm)
 	}
 	if len(out["recommendations"])+len(out["user_session_windows"])+len(out["hotpath-changelog"]) != 0 {
 		t.Fatalf("too-late event changed something: %v", out)
@@ -438,10 +452,7 @@ func TestScoringErrorServesFallback(t *testing.T) {
 		t.Fatalf("%d recommendations for 2 clicks", len(recs))
 	}
 	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
+		o := decodeRec(t, r)
 		if o.Strategy != StrategyGlobalPopular || len(o.Items) == 0 || o.Items[0].ItemID != 1005 {
 			t.Fatalf("recommendation %s: strategy %s, items %v; want the global popular list", o.EventID, o.Strategy, o.Items)
 		}
@@ -449,9 +460,8 @@ func TestScoringErrorServesFallback(t *testing.T) {
 	// The next batch, with a working scorer, uses the model again.
 	p.serving = &Serving{Version: "ok", Model: m, Scorer: bruteScorer{m}}
 	out = run(t, p, part, rec("e3", "u1", event.View, 1003, "c1", ts+1))
-	var o recOut
-	if err := json.Unmarshal(out[string(p.cfg.Topics.Recs)][0].Value, &o); err != nil || o.Strategy != StrategyModel || p.scoreErr != nil {
-		t.Fatalf("after recovery: strategy %s (%v), scoreErr %v", o.Strategy, err, p.scoreErr)
+	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); o.Strategy != StrategyModel || p.scoreErr != nil {
+		t.Fatalf("after recovery: strategy %s, scoreErr %v", o.Strategy, p.scoreErr)
 	}
 }
 
@@ -481,5 +491,13 @@ func TestDecodesVersion1State(t *testing.T) {
 	}
 	if _, err := decodeState("u1", append([]byte{3}, v2[1:]...)); err == nil {
 		t.Fatal("version 3 decoded: want an error")
+	}
+}
+
+// TestStrategiesAreWire: the strategies the hot path writes are the ones
+// package wire documents.
+func TestStrategiesAreWire(t *testing.T) {
+	if StrategyModel != wire.StrategyModel || StrategyCategoryPopular != wire.StrategyCategoryPopular || StrategyGlobalPopular != wire.StrategyGlobalPopular {
+		t.Fatalf("hot path strategies %q %q %q differ from wire's", StrategyModel, StrategyCategoryPopular, StrategyGlobalPopular)
 	}
 }

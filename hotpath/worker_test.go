@@ -30,6 +30,7 @@ import (
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // bruteScorer is a reference scorer for tests: u = Σ w P[item]; score = u·Y + prior.
@@ -200,18 +201,6 @@ func click(id, user string, typ event.Type, item int64, cat string, ts int64) *k
 	return &kgo.Record{Key: []byte(user), Value: c.AppendJSON(nil)}
 }
 
-type recOut struct {
-	EventID string `json:"event_id"`
-	UserID  string `json:"user_id"`
-	Items   []struct {
-		ItemID int64   `json:"item_id"`
-		Score  float32 `json:"score"`
-	} `json:"items"`
-	Strategy     string `json:"strategy"`
-	ModelVersion string `json:"model_version"`
-	EventTimeMs  int64  `json:"event_time_ms"`
-}
-
 func TestWorkerOutputs(t *testing.T) {
 	h := newHarness(t, nil, 2)
 	m := randomModel(50, 8, 1)
@@ -230,12 +219,9 @@ func TestWorkerOutputs(t *testing.T) {
 		&kgo.Record{Key: []byte("carol"), Value: []byte(`not json`)},
 	)
 	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 4 })
-	byEvent := map[string]recOut{}
+	byEvent := map[string]wire.Recommendation{}
 	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatalf("recommendation is not JSON: %v: %s", err, r.Value)
-		}
+		o := decodeRec(t, r)
 		if _, dup := byEvent[o.EventID]; dup {
 			t.Fatalf("two recommendations for %s", o.EventID)
 		}
@@ -269,14 +255,17 @@ func TestWorkerOutputs(t *testing.T) {
 	if len(late) != 1 || !strings.Contains(string(late[0].Value), `"e6"`) {
 		t.Fatalf("late topic: %d records, want e6 only", len(late))
 	}
+	if d, err := wire.DeadLetterOf(late[0].Headers); err != nil || d.Reason != wire.ReasonTooLate || !d.HasWatermark || d.Source.Topic != string(h.topics.Events) {
+		t.Fatalf("late record headers: %+v (%v)", d, err)
+	}
 	dlq := h.readUntil(h.topics.DLQ, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 2 })
 	reasons := map[string]bool{}
 	for _, r := range dlq {
-		for _, hd := range r.Headers {
-			if hd.Key == "reason" {
-				reasons[string(hd.Value)] = true
-			}
+		d, err := wire.DeadLetterOf(r.Headers)
+		if err != nil {
+			t.Fatal(err)
 		}
+		reasons[d.Reason] = true
 	}
 	if !reasons[string(event.ReasonUnknownType)] || !reasons[string(event.ReasonMalformedJSON)] {
 		t.Fatalf("DLQ reasons %v, want unknown_event_type and malformed_json", reasons)
@@ -284,8 +273,8 @@ func TestWorkerOutputs(t *testing.T) {
 	// alice's window [base, base+1m) is past the watermark: it fired, and the late
 	// event e5 falls in a later window that the watermark has passed too.
 	wins := h.readUntil(h.topics.Windows, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
-	if !strings.Contains(string(wins[0].Value), `"user_id":"alice"`) {
-		t.Fatalf("first window result: %s", wins[0].Value)
+	if w, err := wire.DecodeWindow(wins[0].Value); err != nil || w.UserID != "alice" {
+		t.Fatalf("first window result %s: %v", wins[0].Value, err)
 	}
 }
 
@@ -321,10 +310,7 @@ func restartExactlyOnce(t *testing.T, brokers []string, store string) {
 	stop2()
 	seen := map[string]int{}
 	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
+		o := decodeRec(t, r)
 		seen[o.EventID]++
 	}
 	for i := range n {
@@ -377,8 +363,7 @@ func TestFeatureStore(t *testing.T) {
 	if err := json.Unmarshal([]byte(fields["events"]), &events); err != nil || len(events) != 2 {
 		t.Fatalf("events field %q: %v", fields["events"], err)
 	}
-	var rec recOut
-	if err := json.Unmarshal([]byte(fields["recs"]), &rec); err != nil || rec.EventID != "f2" {
+	if rec, err := wire.DecodeRecommendation([]byte(fields["recs"])); err != nil || rec.EventID != "f2" {
 		t.Fatalf("recs field holds %q (%v), want the recommendation for f2", fields["recs"], err)
 	}
 	var feat map[string]any
@@ -415,10 +400,7 @@ func TestWorkerAtLeastOnce(t *testing.T) {
 	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= n })
 	seen := map[string]int{}
 	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
+		o := decodeRec(t, r)
 		if o.Strategy != StrategyModel || len(o.Items) != 10 {
 			t.Fatalf("%s: %+v, want 10 model items", o.EventID, o)
 		}
@@ -552,11 +534,11 @@ func restoreWaitsForOpenTransactions(t *testing.T, brokers []string) {
 	}
 }
 
-func decodeRec(t *testing.T, r *kgo.Record) recOut {
+func decodeRec(t *testing.T, r *kgo.Record) wire.Recommendation {
 	t.Helper()
-	var o recOut
-	if err := json.Unmarshal(r.Value, &o); err != nil {
-		t.Fatalf("recommendation is not JSON: %v: %s", err, r.Value)
+	o, err := wire.DecodeRecommendation(r.Value)
+	if err != nil {
+		t.Fatalf("unreadable recommendation: %v", err)
 	}
 	return o
 }
@@ -752,10 +734,7 @@ func checkOncePerEvent(t *testing.T, recs []*kgo.Record, n int) {
 	t.Helper()
 	seen := map[string]int{}
 	for _, r := range recs {
-		var o recOut
-		if err := json.Unmarshal(r.Value, &o); err != nil {
-			t.Fatal(err)
-		}
+		o := decodeRec(t, r)
 		seen[o.EventID]++
 	}
 	for i := range n {

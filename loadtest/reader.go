@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // outputReader follows the recommendations topic as the web backend would:
@@ -84,7 +85,7 @@ func (r *outputReader) run(ctx context.Context) {
 				if rec.Attrs.IsControl() {
 					continue
 				}
-				outs = append(outs, Output{EventID: eventIDOf(rec.Value), ProcessedAtMs: processedAtOf(rec.Value), Strategy: strategyOf(rec.Value)})
+				outs = append(outs, Output{EventID: wire.PeekEventID(rec.Value), ProcessedAtMs: wire.PeekProcessedAtMs(rec.Value), Strategy: wire.PeekStrategy(rec.Value)})
 			}
 		})
 		if len(outs) > 0 {

@@ -95,45 +95,6 @@ func TestPlans(t *testing.T) {
 	}
 }
 
-func TestProcessedAtOf(t *testing.T) {
-	if got := processedAtOf([]byte(`{"event_id":"1-2","items":[],"event_time_ms":5,"processed_at_ms":1700000000123}`)); got != 1700000000123 {
-		t.Fatalf("got %d", got)
-	}
-	if got := processedAtOf([]byte(`{"event_id":"1-2"}`)); got != 0 {
-		t.Fatalf("got %d without the field", got)
-	}
-}
-
-func TestEventIDOf(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`{"event_id":"7-12","user_id":"u1","items":[]}`, "7-12"},
-		{`{"user_id":"u1","event_id":"tb-3"}`, "tb-3"},
-		{`{"event_id":"a\"b","user_id":"u1"}`, `a"b`},
-		{`{"user_id":"u1"}`, ""},
-		{`not json`, ""},
-	} {
-		got := eventIDOf([]byte(tc.in))
-		if string(got) != tc.want || (tc.want == "") != (got == nil) {
-			t.Errorf("eventIDOf(%s) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestStrategyOf(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`{"event_id":"7-12","user_id":"u1","items":[{"item_id":3,"score":0.5}],"strategy":"model","model_version":"v1","event_time_ms":1}`, "model"},
-		{`{"event_id":"7-12","items":[],"strategy":"global_popular","model_version":""}`, "global_popular"},
-		{`{"strategy" : "category_popular"}`, "category_popular"},
-		{`{"event_id":"7-12","items":[]}`, ""},
-		{`not json`, ""},
-	} {
-		got := strategyOf([]byte(tc.in))
-		if string(got) != tc.want || (tc.want == "") != (got == nil) {
-			t.Errorf("strategyOf(%s) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 // strategyRun is a run of 100 on-time clicks whose recommendations have
 // the given strategies (one per click, "-" for none read), after a warm-up
 // click answered by the model.

@@ -30,6 +30,7 @@ import (
 	"github.com/clickrec/clickrec/internal/redisutil"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // workerEnv makes the test binary act as `clickrec hotpath` (see TestMain),
@@ -372,8 +373,8 @@ func (f *faultyWorker) run(ctx context.Context, t *testing.T, kcfg kafkautil.Con
 }
 
 func recFor(id, user string, topics kafkautil.Topics) *kgo.Record {
-	v := fmt.Sprintf(`{"event_id":%q,"user_id":%q,"items":[],"strategy":"global_popular"}`, id, user)
-	return &kgo.Record{Topic: string(topics.Recs), Key: []byte(user), Value: []byte(v)}
+	r := wire.Recommendation{EventID: id, UserID: user, Strategy: "global_popular"}
+	return &kgo.Record{Topic: string(topics.Recs), Key: []byte(user), Value: r.AppendJSON(nil)}
 }
 
 // TestFaultyWorkerBreachesSLA checks that the load test counts exactly the

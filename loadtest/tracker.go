@@ -1,8 +1,6 @@
 package loadtest
 
 import (
-	"bytes"
-	"encoding/json"
 	"math"
 	"sync"
 	"time"
@@ -384,61 +382,4 @@ func (s *trackingSource) Next(r *gen.Record, at time.Time) bool {
 	kind, exp := Classify(r, s.outOfOrderness)
 	s.tr.Add(r.Click.EventID, at, time.Now(), kind, exp, s.warm)
 	return true
-}
-
-// processedAtOf returns the processed_at_ms of a recommendation, which the
-// hot path writes last, or 0.
-func processedAtOf(v []byte) int64 {
-	const key = `"processed_at_ms":`
-	i := bytes.LastIndex(v, []byte(key))
-	if i < 0 {
-		return 0
-	}
-	var n int64
-	for _, c := range v[i+len(key):] {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n
-}
-
-// strategyOf returns the strategy of a recommendation record (the hot path
-// writes "strategy":"…" after the items, which hold only numbers), or nil.
-func strategyOf(v []byte) []byte {
-	const key = `"strategy":"`
-	if i := bytes.Index(v, []byte(key)); i >= 0 {
-		rest := v[i+len(key):]
-		if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
-			return rest[:j:j]
-		}
-	}
-	var o struct {
-		Strategy string `json:"strategy"`
-	}
-	if json.Unmarshal(v, &o) != nil || o.Strategy == "" {
-		return nil
-	}
-	return []byte(o.Strategy)
-}
-
-// eventIDOf returns the event_id of a recommendation record. The hot path
-// writes it first, so the common case needs no JSON decoding; anything else
-// falls back to encoding/json. It returns nil if there is none.
-func eventIDOf(v []byte) []byte {
-	const prefix = `{"event_id":"`
-	if bytes.HasPrefix(v, []byte(prefix)) {
-		rest := v[len(prefix):]
-		if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
-			return rest[:j:j]
-		}
-	}
-	var o struct {
-		EventID *string `json:"event_id"`
-	}
-	if json.Unmarshal(v, &o) != nil || o.EventID == nil {
-		return nil
-	}
-	return []byte(*o.EventID)
 }

@@ -40,6 +40,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/wire"
 )
 
 //go:embed static
@@ -336,7 +337,7 @@ type RecItem struct {
 }
 
 // Recommendations is a recommendation record as the API returns it: the hot
-// path's record with product details and its age.
+// path's record (a wire.Recommendation) with product details and its age.
 type Recommendations struct {
 	EventID       string    `json:"event_id"`
 	UserID        string    `json:"user_id"`
@@ -351,12 +352,17 @@ type Recommendations struct {
 
 // decodeRecs parses a recommendation record and adds product details.
 func (s *Server) decodeRecs(raw []byte) (*Recommendations, error) {
-	var rec Recommendations
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("decoding a recommendation record: %w", err)
+	wr, err := wire.DecodeRecommendation(raw)
+	if err != nil {
+		return nil, err
 	}
-	for i := range rec.Items {
+	rec := Recommendations{
+		EventID: wr.EventID, UserID: wr.UserID, Items: make([]RecItem, len(wr.Items)),
+		Strategy: wr.Strategy, ModelVersion: wr.ModelVersion, EventTimeMs: wr.EventTimeMs, ProcessedAtMs: wr.ProcessedAtMs,
+	}
+	for i, wi := range wr.Items {
 		it := &rec.Items[i]
+		it.ItemID, it.Score = wi.ItemID, wi.WrittenScore()
 		if p, ok := s.cat.Product(it.ItemID); ok {
 			it.Name, it.Category, it.CategoryName, it.Price = p.Name, p.Category, p.CategoryName, p.Price
 		}
@@ -534,10 +540,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
 		if raw, err := s.store.Latest(r.Context(), user); err == nil {
-			var head struct {
-				EventID string `json:"event_id"`
-			}
-			if json.Unmarshal(raw, &head) == nil && head.EventID != last && !message(raw) {
+			if head, err := wire.DecodeRecommendation(raw); err == nil && head.EventID != last && !message(raw) {
 				return
 			}
 		}

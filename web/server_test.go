@@ -584,3 +584,23 @@ func TestServeShutsDownWithOpenStreams(t *testing.T) {
 		t.Fatal("still serving after shutdown")
 	}
 }
+
+// TestRecommendationScoreDigits: the API writes the scores with the digits
+// the record holds (the hot path writes 6 significant digits of a float32),
+// as it did when it decoded them into float64s.
+func TestRecommendationScoreDigits(t *testing.T) {
+	s := newTestServer(t, nil)
+	for _, d := range []string{"0.83", "1e-07", "1.23457e+08", "0.333333", "-2.5", "0", "3.40282e+38", "1.4013e-45"} {
+		raw := fmt.Appendf(nil, `{"event_id":"e","user_id":"u","items":[{"item_id":1,"score":%s}],"strategy":"model","model_version":"v","event_time_ms":1,"processed_at_ms":2}`, d)
+		rec, err := s.decodeRecs(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(rec.Items[0].Score)
+		f, _ := strconv.ParseFloat(d, 64)
+		want, _ := json.Marshal(f)
+		if string(got) != string(want) {
+			t.Errorf("score %s: the API writes %s, want %s", d, got, want)
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/clickrec/clickrec/model/eval"
 	"github.com/clickrec/clickrec/model/onnx"
 	"github.com/clickrec/clickrec/model/registry"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // Activities holds what the activities need: Kafka, Redis (registry,
@@ -731,8 +732,7 @@ func (a *Activities) BuildReference(ctx context.Context, in ReferenceInput) (*Re
 	}
 	if in.WindowsFile != "" {
 		if err := eachLine(in.WindowsFile, func(b []byte) {
-			var w drift.Window
-			if json.Unmarshal(b, &w) == nil && w.Revision <= 1 {
+			if w, err := wire.DecodeWindow(b); err == nil && w.Revision <= 1 {
 				s.ObserveNumeric(drift.FeatureSessionLength, float64(w.SessionLengthMs))
 				s.ObserveNumeric(drift.FeatureWindowEvents, float64(w.Events))
 			}

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/onnx"
 	"github.com/clickrec/clickrec/serving"
+	"github.com/clickrec/clickrec/wire"
 )
 
 func init() {
@@ -231,16 +231,8 @@ func printRecs(ctx context.Context, hf *hotpathFlags, w io.Writer, every int, pa
 			return nil
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			var rec struct {
-				EventID  string `json:"event_id"`
-				UserID   string `json:"user_id"`
-				Strategy string `json:"strategy"`
-				Model    string `json:"model_version"`
-				Items    []struct {
-					ItemID int64 `json:"item_id"`
-				} `json:"items"`
-			}
-			if json.Unmarshal(r.Value, &rec) != nil {
+			rec, err := wire.DecodeRecommendation(r.Value)
+			if err != nil {
 				return
 			}
 			n++
