@@ -27,9 +27,9 @@ const (
 
 // Strategies of a recommendation.
 const (
-	StrategyModel           = "model"
-	StrategyCategoryPopular = "category_popular"
-	StrategyGlobalPopular   = "global_popular"
+	StrategyModel           = wire.StrategyModel
+	StrategyCategoryPopular = wire.StrategyCategoryPopular
+	StrategyGlobalPopular   = wire.StrategyGlobalPopular
 )
 
 // watermarkKey is the changelog key of a partition's watermark. User ids cannot
@@ -307,10 +307,7 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 }
 
 func sourceOf(r *kgo.Record) []byte {
-	b := append([]byte(r.Topic), '/')
-	b = strconv.AppendInt(b, int64(r.Partition), 10)
-	b = append(b, '/')
-	return strconv.AppendInt(b, r.Offset, 10)
+	return wire.AppendSource(nil, r.Topic, r.Partition, r.Offset)
 }
 
 func (p *processor) deadLetter(r *kgo.Record, err error) {

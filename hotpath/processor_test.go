@@ -493,11 +493,3 @@ func TestDecodesVersion1State(t *testing.T) {
 		t.Fatal("version 3 decoded: want an error")
 	}
 }
-
-// TestStrategiesAreWire: the strategies the hot path writes are the ones
-// package wire documents.
-func TestStrategiesAreWire(t *testing.T) {
-	if StrategyModel != wire.StrategyModel || StrategyCategoryPopular != wire.StrategyCategoryPopular || StrategyGlobalPopular != wire.StrategyGlobalPopular {
-		t.Fatalf("hot path strategies %q %q %q differ from wire's", StrategyModel, StrategyCategoryPopular, StrategyGlobalPopular)
-	}
-}
