@@ -396,61 +396,38 @@ type partitionerFunc func(string) kgo.TopicPartitioner
 
 func (f partitionerFunc) ForTopic(t string) kgo.TopicPartitioner { return f(t) }
 
+// batchLoop is the state of one session's processing loop: one poll, one
+// transaction, and the undo or the effects of its outcome, over and over.
+type batchLoop struct {
+	w          *Worker
+	sess       txnSession
+	p          *processor
+	produceErr atomic.Pointer[error]    // the first failed produce of the transaction
+	promise    func(*kgo.Record, error) // records produceErr
+	current    *Serving
+	lastCommit time.Duration // how long the last commit took
+
+	lastScoreErrLog, lastRewrite time.Time
+}
+
 func (w *Worker) loop(ctx context.Context, sess txnSession) error {
-	p := newProcessor(&w.cfg, w.m)
-	defer p.dropAll()
-	cl := sess.Client()
-	var produceErr atomic.Pointer[error]
-	promise := func(_ *kgo.Record, err error) {
+	l := &batchLoop{w: w, sess: sess, p: newProcessor(&w.cfg, w.m), lastCommit: 5 * time.Millisecond}
+	l.promise = func(_ *kgo.Record, err error) {
 		if err != nil {
-			produceErr.CompareAndSwap(nil, &err)
+			l.produceErr.CompareAndSwap(nil, &err)
 		}
 	}
-	var current *Serving
-	var lastScoreErrLog, lastRewrite time.Time
-	lastCommit := 5 * time.Millisecond // until the first commit is measured
+	defer l.p.dropAll()
 	for {
-		pollStart := time.Now()
-		pollCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		fetches := sess.PollRecords(pollCtx, w.cfg.MaxPollRecords)
-		cancel()
-		// Idle: the poll waited longer than a commit takes.
-		idle := time.Since(pollStart) > lastCommit
-		if ctx.Err() != nil || fetches.IsClientClosed() {
+		fetches, closed := l.poll(ctx)
+		if closed {
 			return nil
 		}
-		// The client sends the next fetch once a poll drained its buffer. Poll
-		// once more, briefly, before the transaction: clicks that arrived while
-		// the previous transaction committed join this one instead of waiting a
-		// whole transaction cycle (measured: p50 at 1,000 clicks/s 53 → 9 ms with
-		// a prototype). It never waits for a batch to fill: at most SecondPoll.
-		// A poll that waited longer than a commit takes found the worker idle:
-		// clicks are sparser than commits, none piled up behind one, so it
-		// goes straight on (at 100 clicks/s the second poll only added its 2 ms).
-		if n := fetches.NumRecords(); n > 0 && n < w.cfg.MaxPollRecords && w.cfg.SecondPoll > 0 && !idle {
-			pctx, pcancel := context.WithTimeout(ctx, w.cfg.SecondPoll)
-			more := sess.PollRecords(pctx, w.cfg.MaxPollRecords-n)
-			pcancel()
-			if more.NumRecords() > 0 {
-				fetches = append(fetches, more...)
-			}
-		}
-		var fencedInstance error
-		fetches.EachError(func(t string, part int32, err error) {
-			if errors.Is(err, kerr.FencedInstanceID) {
-				fencedInstance = err
-			}
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				w.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
-			}
-		})
-		if fencedInstance != nil {
-			// The group coordinator took this worker's static membership away:
-			// another worker joined with the same --instance-id.
+		if err := l.fetchErrors(fetches); err != nil {
 			sess.AllowRebalance()
-			return &fatalError{fmt.Errorf("another worker joined group %s as instance %s (is --instance-id unique?): %w", w.cfg.Group, w.cfg.InstanceID, fencedInstance)}
+			return err
 		}
-		if err := w.syncPartitions(ctx, cl, p, fetches); err != nil {
+		if err := w.syncPartitions(ctx, sess.Client(), l.p, fetches); err != nil {
 			sess.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
@@ -460,147 +437,238 @@ func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 			// session starts from the committed offsets instead.
 			return fmt.Errorf("restoring state (the polled records are read again by a new session): %w", err)
 		}
-		if s := w.swap.take(); s != current {
-			current = s
-			p.serving = s
-			p.live = nil
-			w.liveMu.Lock()
-			w.live = nil
-			if s != nil && s.Reference != nil {
-				p.live = s.Reference.NewLive()
-				w.live = s.Reference.NewLive()
-			}
-			w.liveMu.Unlock()
-			w.m.modelVer.Reset()
-			if s != nil {
-				w.m.modelVer.WithLabelValues(s.Version).Set(1)
-				w.log.Info("serving model", "version", s.Version, "items", s.Model.NumItems())
-			}
-		}
-		p.pop = w.swap.pop.Load()
-		if p.pop == nil && p.serving != nil {
-			p.pop = PopularityFromModel(p.serving.Model, w.cfg.TopK)
-			w.swap.pop.CompareAndSwap(nil, p.pop)
-		}
-
-		idleMoved := p.advanceIdle()
-		if fetches.NumRecords() == 0 && !idleMoved {
-			sess.AllowRebalance()
-			w.rewriteRestored(p, &lastRewrite)
-			w.observeLag(p, fetches)
-			continue
-		}
-		if err := sess.Begin(); err != nil {
-			sess.AllowRebalance()
-			return fmt.Errorf("beginning a transaction: %w", err) // a new session starts clean
-		}
-		began := time.Now()
-		p.begin()
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			part := p.parts[fp.Partition]
-			if part == nil {
-				if len(fp.Records) > 0 { // syncPartitions restored every fetched partition
-					panic(fmt.Sprintf("hotpath: records of partition %d without its state", fp.Partition))
-				}
-				return
-			}
-			for _, r := range fp.Records {
-				p.process(part, r)
-			}
-		})
-		out := p.finish()
-		storeErr := p.storeErr()
-		if p.scoreErr != nil && time.Since(lastScoreErrLog) > 10*time.Second {
-			lastScoreErrLog = time.Now()
-			w.log.Error("scoring failed; the batch got the popularity fallback (recsys_hotpath_scoring_errors_total counts them; logged at most every 10 s)",
-				"model", p.serving.Version, "err", p.scoreErr)
-		}
-		produceErr.Store(nil)
-		// A transaction that has begun is finished even when the worker is
-		// stopping (ctx cancelled by SIGTERM): cancelling its produce, flush
-		// or end would leave it open until the broker times it out, and the
-		// partitions' next owner would wait that long.
-		txCtx := context.WithoutCancel(ctx)
-		for _, r := range out {
-			sess.Produce(txCtx, r, promise)
-		}
-		start := time.Now()
-		// Ending is bounded: a broker that vanished mid-commit must not hang
-		// the worker. A session whose End fails is replaced (see Run).
-		endCtx, cancelEnd := context.WithTimeout(txCtx, w.cfg.TxnTimeout+5*time.Second)
-		try := kgo.TryCommit
-		if storeErr != nil {
-			// What the batch computed from a failed store must not become
-			// visible; the state is rebuilt from the changelog below.
-			try = kgo.TryAbort
-			w.log.Error("the state store failed; aborting the batch and starting a new session that rebuilds the state from the changelog", "err", storeErr)
-		} else if err := cl.Flush(endCtx); err != nil || produceErr.Load() != nil {
-			try = kgo.TryAbort
-			if e := produceErr.Load(); e != nil {
-				err = *e
-			}
-			w.log.Warn("produce failed; aborting the transaction", "err", err)
-		}
-		committed, err := sess.End(endCtx, try)
-		cancelEnd()
-		if storeErr != nil {
-			sess.AllowRebalance()
-			return fmt.Errorf("state store: %w", storeErr)
-		}
-		commitDur := time.Since(start)
-		lastCommit = commitDur
-		sess.AllowRebalance()
-		if committed {
-			p.commit()
-			now := time.Now()
-			w.m.txns.WithLabelValues("committed").Inc()
-			w.m.txnCommit.Observe(commitDur.Seconds())
-			for _, t := range p.recordTimes {
-				w.m.e2e.Observe(now.Sub(t).Seconds())
-			}
-			w.rw.enqueue(p.effects)
-			if p.live != nil {
-				w.liveMu.Lock()
-				if w.live != nil {
-					_ = w.live.Merge(p.live) // same reference: cannot mismatch
-				}
-				w.liveMu.Unlock()
-				p.live.Reset()
+		l.takeServing()
+		idleMoved := l.p.advanceIdle()
+		if fetches.NumRecords() > 0 || idleMoved {
+			if stop, err := l.transact(ctx, fetches); stop || err != nil {
+				return err
 			}
 		} else {
-			if p.live != nil {
-				p.live.Reset()
-			}
-			w.m.txns.WithLabelValues("aborted").Inc()
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				w.log.Warn("transaction did not commit", "err", err)
-				if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-					if open := time.Since(began); open >= w.cfg.TxnTimeout {
-						// The broker timed the transaction out (the worker was
-						// cut off or stalled) and bumped the producer epoch:
-						// not another worker. A new session fences again and
-						// restores state from the changelog.
-						return fmt.Errorf("transaction open %v, beyond --txn-timeout %v, was aborted by the broker (network partition or stall?): %w",
-							open.Round(time.Millisecond), w.cfg.TxnTimeout, err)
-					}
-					return &fatalError{fmt.Errorf("fenced by another worker with transactional id %s (is --instance-id unique?): %w", w.TransactionalID(), err)}
-				}
-				// The session is in an unknown state (a broker gone mid-commit,
-				// an invalid transaction state): a new one starts clean.
-				return fmt.Errorf("ending the transaction: %w", err)
-			}
-			// Nothing of this batch is visible (a rebalance took partitions
-			// away, or a produce failed) and the client is back at the
-			// committed offsets: undo what the batch changed, no more.
-			p.rollback()
-			w.log.Info("transaction aborted (rebalance or produce failure); its state changes are undone and its records read again")
+			sess.AllowRebalance()
 		}
-		w.rewriteRestored(p, &lastRewrite)
-		w.observeLag(p, fetches)
+		w.rewriteRestored(l.p, &l.lastRewrite)
+		w.observeLag(l.p, fetches)
 	}
+}
+
+// poll returns the next records (none after 100 ms without any), and closed
+// once the worker is stopping or the client is closed.
+func (l *batchLoop) poll(ctx context.Context) (fetches kgo.Fetches, closed bool) {
+	limit := l.w.cfg.MaxPollRecords
+	start := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	fetches = l.sess.PollRecords(pctx, limit)
+	cancel()
+	if ctx.Err() != nil || fetches.IsClientClosed() {
+		return nil, true
+	}
+	// The client sends the next fetch once a poll drained its buffer. Poll
+	// once more, briefly, before the transaction: clicks that arrived while
+	// the previous transaction committed join this one instead of waiting a
+	// whole transaction cycle (measured: p50 at 1,000 clicks/s 53 → 9 ms with
+	// a prototype). It never waits for a batch to fill: at most SecondPoll.
+	// A poll that waited longer than a commit takes found the worker idle:
+	// clicks are sparser than commits, none piled up behind one, so it
+	// goes straight on (at 100 clicks/s the second poll only added its 2 ms).
+	idle := time.Since(start) > l.lastCommit
+	if n := fetches.NumRecords(); n > 0 && n < limit && l.w.cfg.SecondPoll > 0 && !idle {
+		pctx, cancel := context.WithTimeout(ctx, l.w.cfg.SecondPoll)
+		more := l.sess.PollRecords(pctx, limit-n)
+		cancel()
+		if more.NumRecords() > 0 {
+			fetches = append(fetches, more...)
+		}
+	}
+	return fetches, false
+}
+
+// fetchErrors logs the poll's fetch errors and returns a fatal error if the
+// group took this worker's static membership away.
+func (l *batchLoop) fetchErrors(fetches kgo.Fetches) error {
+	var fenced error
+	fetches.EachError(func(t string, part int32, err error) {
+		if errors.Is(err, kerr.FencedInstanceID) {
+			fenced = err
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			l.w.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
+		}
+	})
+	if fenced == nil {
+		return nil
+	}
+	// Another worker joined with the same --instance-id.
+	return &fatalError{fmt.Errorf("another worker joined group %s as instance %s (is --instance-id unique?): %w", l.w.cfg.Group, l.w.cfg.InstanceID, fenced)}
+}
+
+// takeServing picks up a swapped model (with a fresh live drift profile for
+// its reference) and the popularity table, for the next batch.
+func (l *batchLoop) takeServing() {
+	w, p := l.w, l.p
+	if s := w.swap.take(); s != l.current {
+		l.current = s
+		p.serving = s
+		p.live = nil
+		w.liveMu.Lock()
+		w.live = nil
+		if s != nil && s.Reference != nil {
+			p.live = s.Reference.NewLive()
+			w.live = s.Reference.NewLive()
+		}
+		w.liveMu.Unlock()
+		w.m.modelVer.Reset()
+		if s != nil {
+			w.m.modelVer.WithLabelValues(s.Version).Set(1)
+			w.log.Info("serving model", "version", s.Version, "items", s.Model.NumItems())
+		}
+	}
+	p.pop = w.swap.pop.Load()
+	if p.pop == nil && p.serving != nil {
+		p.pop = PopularityFromModel(p.serving.Model, w.cfg.TopK)
+		w.swap.pop.CompareAndSwap(nil, p.pop)
+	}
+}
+
+// transact processes the poll in one transaction and settles its outcome:
+// the effects of a commit, the undo of an abort. stop ends the session: the
+// worker is stopping (err nil) or cannot go on in this session (err).
+func (l *batchLoop) transact(ctx context.Context, fetches kgo.Fetches) (stop bool, err error) {
+	if err := l.sess.Begin(); err != nil {
+		l.sess.AllowRebalance()
+		return true, fmt.Errorf("beginning a transaction: %w", err) // a new session starts clean
+	}
+	began := time.Now()
+	out := l.process(fetches)
+	storeErr := l.p.storeErr()
+	committed, endErr := l.end(ctx, out, storeErr)
+	l.sess.AllowRebalance()
+	if storeErr != nil {
+		return true, fmt.Errorf("state store: %w", storeErr)
+	}
+	if committed {
+		l.committed()
+		return false, nil
+	}
+	return l.aborted(ctx, endErr, began)
+}
+
+// process runs the poll's records through the processor and returns the
+// transaction's records.
+func (l *batchLoop) process(fetches kgo.Fetches) []*kgo.Record {
+	p := l.p
+	p.begin()
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		part := p.parts[fp.Partition]
+		if part == nil {
+			if len(fp.Records) > 0 { // syncPartitions restored every fetched partition
+				panic(fmt.Sprintf("hotpath: records of partition %d without its state", fp.Partition))
+			}
+			return
+		}
+		for _, r := range fp.Records {
+			p.process(part, r)
+		}
+	})
+	out := p.finish()
+	if p.scoreErr != nil && time.Since(l.lastScoreErrLog) > 10*time.Second {
+		l.lastScoreErrLog = time.Now()
+		l.w.log.Error("scoring failed; the batch got the popularity fallback (recsys_hotpath_scoring_errors_total counts them; logged at most every 10 s)",
+			"model", p.serving.Version, "err", p.scoreErr)
+	}
+	return out
+}
+
+// end produces the transaction's records and ends it: a commit, or an abort
+// when the state store failed or a produce did.
+func (l *batchLoop) end(ctx context.Context, out []*kgo.Record, storeErr error) (committed bool, err error) {
+	l.produceErr.Store(nil)
+	// A transaction that has begun is finished even when the worker is
+	// stopping (ctx cancelled by SIGTERM): cancelling its produce, flush or
+	// end would leave it open until the broker times it out, and the
+	// partitions' next owner would wait that long.
+	txCtx := context.WithoutCancel(ctx)
+	for _, r := range out {
+		l.sess.Produce(txCtx, r, l.promise)
+	}
+	start := time.Now()
+	// Ending is bounded: a broker that vanished mid-commit must not hang the
+	// worker. A session whose End fails is replaced (see Run).
+	endCtx, cancel := context.WithTimeout(txCtx, l.w.cfg.TxnTimeout+5*time.Second)
+	defer cancel()
+	try := kgo.TryCommit
+	if storeErr != nil {
+		// What the batch computed from a failed store must not become
+		// visible; a new session rebuilds the state from the changelog.
+		try = kgo.TryAbort
+		l.w.log.Error("the state store failed; aborting the batch and starting a new session that rebuilds the state from the changelog", "err", storeErr)
+	} else if err := l.sess.Client().Flush(endCtx); err != nil || l.produceErr.Load() != nil {
+		try = kgo.TryAbort
+		if e := l.produceErr.Load(); e != nil {
+			err = *e
+		}
+		l.w.log.Warn("produce failed; aborting the transaction", "err", err)
+	}
+	committed, err = l.sess.End(endCtx, try)
+	l.lastCommit = time.Since(start)
+	return committed, err
+}
+
+// committed makes the batch the state and hands its effects on: latency
+// samples, Redis writes, the live drift profile.
+func (l *batchLoop) committed() {
+	w, p := l.w, l.p
+	p.commit()
+	now := time.Now()
+	w.m.txns.WithLabelValues("committed").Inc()
+	w.m.txnCommit.Observe(l.lastCommit.Seconds())
+	for _, t := range p.recordTimes {
+		w.m.e2e.Observe(now.Sub(t).Seconds())
+	}
+	w.rw.enqueue(p.effects)
+	if p.live != nil {
+		w.liveMu.Lock()
+		if w.live != nil {
+			_ = w.live.Merge(p.live) // same reference: cannot mismatch
+		}
+		w.liveMu.Unlock()
+		p.live.Reset()
+	}
+}
+
+// aborted settles a transaction that did not commit. Without an error (a
+// rebalance took partitions away, a produce failed and the abort went
+// through) the batch is undone and read again; an error ends the session,
+// fatally if another worker has this worker's transactional id.
+func (l *batchLoop) aborted(ctx context.Context, err error, began time.Time) (stop bool, _ error) {
+	w, p := l.w, l.p
+	if p.live != nil {
+		p.live.Reset()
+	}
+	w.m.txns.WithLabelValues("aborted").Inc()
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if err == nil {
+		// Nothing of this batch is visible and the client is back at the
+		// committed offsets: undo what the batch changed, no more.
+		p.rollback()
+		w.log.Info("transaction aborted (rebalance or produce failure); its state changes are undone and its records read again")
+		return false, nil
+	}
+	w.log.Warn("transaction did not commit", "err", err)
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+		if open := time.Since(began); open >= w.cfg.TxnTimeout {
+			// The broker timed the transaction out (the worker was cut off or
+			// stalled) and bumped the producer epoch: not another worker. A
+			// new session fences again and restores state from the changelog.
+			return true, fmt.Errorf("transaction open %v, beyond --txn-timeout %v, was aborted by the broker (network partition or stall?): %w",
+				open.Round(time.Millisecond), w.cfg.TxnTimeout, err)
+		}
+		return true, &fatalError{fmt.Errorf("fenced by another worker with transactional id %s (is --instance-id unique?): %w", w.TransactionalID(), err)}
+	}
+	// The session is in an unknown state (a broker gone mid-commit, an
+	// invalid transaction state): a new one starts clean.
+	return true, fmt.Errorf("ending the transaction: %w", err)
 }
 
 // rewriteRestored hands restored users to the Redis writer again, at
