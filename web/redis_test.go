@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/testenv"
 )
 
@@ -36,7 +36,7 @@ func TestRedisReads(t *testing.T) {
 	s, _, rc := redisServer(t)
 	ctx := testenv.Context(t, 10*time.Second)
 	user := testenv.Name("web-user")
-	key := hotpath.UserKey(user)
+	key := featurestore.UserKey(user)
 	t.Cleanup(func() { rc.Del(context.Background(), key) })
 	ts := &testServer{Server: s}
 

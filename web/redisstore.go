@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 )
 
 // RecsChannel is the Redis pub/sub channel on which the hot path publishes a
@@ -118,12 +118,12 @@ func (s *RedisStore) Events(ctx context.Context, user string) ([]byte, error) {
 }
 
 func (s *RedisStore) field(ctx context.Context, user, field string) ([]byte, error) {
-	b, err := s.rc.HGet(ctx, hotpath.UserKey(user), field).Bytes()
+	b, err := s.rc.HGet(ctx, featurestore.UserKey(user), field).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading %s of %s from Redis: %w", field, hotpath.UserKey(user), err)
+		return nil, fmt.Errorf("reading %s of %s from Redis: %w", field, featurestore.UserKey(user), err)
 	}
 	return b, nil
 }
