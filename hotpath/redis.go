@@ -40,7 +40,7 @@ var writeIfNewer = redis.NewScript(redisNewer + `
 redis.call('HSET', KEYS[1], 'born', ARGV[1], 'seq', ARGV[2], 'features', ARGV[3], 'events', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-if ARGV[5] ~= '' then redis.call('PUBLISH', 'recs:' .. ARGV[7], ARGV[5]) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', '` + featurestore.RecsChannelPrefix + `' .. ARGV[7], ARGV[5]) end
 return 1
 `)
 

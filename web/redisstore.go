@@ -13,12 +13,6 @@ import (
 	"github.com/clickrec/clickrec/featurestore"
 )
 
-// RecsChannel is the Redis pub/sub channel on which the hot path publishes a
-// user's recommendation after writing it to the feature store.
-func RecsChannel(user string) string { return recsPrefix + user }
-
-const recsPrefix = "recs:"
-
 // errStoreClosed is returned by a closed store.
 var errStoreClosed = errors.New("store closed")
 
@@ -80,7 +74,7 @@ func NewRedisStore(rc *redis.Client) *RedisStore {
 			case *redis.Subscription:
 				s.confirmed(m.Kind, m.Channel)
 			case *redis.Message:
-				if user, ok := strings.CutPrefix(m.Channel, recsPrefix); ok {
+				if user, ok := strings.CutPrefix(m.Channel, featurestore.RecsChannelPrefix); ok {
 					s.hub.publish(user, []byte(m.Payload))
 				}
 			}
@@ -139,7 +133,7 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Subscribe implements Store: it returns once Redis has confirmed the
 // subscription to the user's channel.
 func (s *RedisStore) Subscribe(ctx context.Context, user string) (*Subscription, error) {
-	ch := RecsChannel(user)
+	ch := featurestore.RecsChannel(user)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -172,7 +166,7 @@ func (s *RedisStore) Subscribe(ctx context.Context, user string) (*Subscription,
 
 func (s *RedisStore) release(user string, sub *Subscription, st *redisChan) {
 	s.hub.remove(user, sub)
-	ch := RecsChannel(user)
+	ch := featurestore.RecsChannel(user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.chans[ch] != st { // failed or closed meanwhile
