@@ -27,7 +27,77 @@ import (
 // it (a broker that cannot be reached, workers that do not start); whether
 // the SLA was met is in the report (Report.Err). When ctx ends the generator
 // stops, the workers are stopped and the report says it was interrupted.
+//
+// Each step below has one job; what a step opens is closed when Run returns,
+// in reverse order.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
+	r, err := newRunner(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	// The servers first, so that a missing one fails in a second, not after
+	// the model is trained.
+	if err := r.checkFeatureStore(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.connectKafka(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.prepareTopics(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startReader(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startWorkers(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startProducer(); err != nil {
+		return nil, err
+	}
+	if err := r.warmUp(ctx); err != nil {
+		return nil, err
+	}
+	m := r.measure(ctx)
+	return r.report(m), nil
+}
+
+// runner is one Run in progress: the configuration completed for it and what
+// its steps set up for the later ones. A step registers what it opens with
+// onClose; close undoes all of it in reverse order, as the defers of one
+// function would.
+type runner struct {
+	cfg        Config
+	log        *slog.Logger
+	plan       *Plan
+	src        gen.Source // the measured run's traffic
+	warmSrc    gen.Source // the warm-up's traffic
+	spawn      bool       // the load test starts its own workers
+	autoTopics bool       // the run's topics are its own, under a fresh prefix
+	topics     kafkautil.Topics
+	notes      []string // for the report
+
+	clock      *gen.SystemClock // of the warm-up's and the measured run's pacers
+	admCl      *kgo.Client
+	adm        *kadm.Client
+	tr         *Tracker
+	reader     *outputReader
+	stopReader func() // stops the reader and waits until it has returned
+	fleet      *Fleet // nil: running workers
+	workers    WorkerReport
+	modelRep   ModelReport
+	redisRep   RedisReport
+	sink       *gen.KafkaSink
+
+	closers []func()
+}
+
+// newRunner validates cfg, builds the plan and the traffic of the warm-up
+// and the measured run, and completes the configuration: spawned workers get
+// a fresh topic prefix, the group defaults to the prefix's, and the run's
+// topics are named.
+func newRunner(cfg Config, log *slog.Logger) (*runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -38,314 +108,436 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	spawn := cfg.SpawnWorkers > 0
-	autoTopics := spawn && cfg.TopicPrefix == ""
-	if autoTopics {
-		cfg.TopicPrefix = fmt.Sprintf("loadtest-%s-%d-", time.Now().UTC().Format("20060102-150405"), os.Getpid())
+	r := &runner{cfg: cfg, log: log, plan: plan, src: src, spawn: cfg.SpawnWorkers > 0, clock: &gen.SystemClock{}}
+	r.autoTopics = r.spawn && r.cfg.TopicPrefix == ""
+	if r.autoTopics {
+		r.cfg.TopicPrefix = fmt.Sprintf("loadtest-%s-%d-", time.Now().UTC().Format("20060102-150405"), os.Getpid())
 	}
-	if cfg.Group == "" {
-		cfg.Group = cfg.TopicPrefix + "hotpath"
+	if r.cfg.Group == "" {
+		r.cfg.Group = r.cfg.TopicPrefix + "hotpath"
 	}
-	topics, err := kafkautil.PrefixedTopics(cfg.TopicPrefix)
-	if err != nil {
+	if r.topics, err = kafkautil.PrefixedTopics(r.cfg.TopicPrefix); err != nil {
 		return nil, err
 	}
-	var notes []string
-	// The servers first, so that a missing one fails in a second, not after
-	// the model is trained.
-	redisRep := RedisReport{Detail: "running workers: not known to the load test"}
-	if spawn {
-		if redisRep, err = checkRedis(ctx, &cfg); err != nil {
-			return nil, err
-		}
-	}
-	if len(cfg.Kafka.Brokers) == 0 {
-		emb, err := kafkautil.StartEmbedded(&cfg.Kafka, topics)
-		if err != nil {
-			return nil, err
-		}
-		defer emb.Close()
-		log.Warn("no --kafka-brokers given: using an embedded in-process broker (kfake); its latency says nothing about a real cluster", "addr", cfg.Kafka.Brokers.String())
-		notes = append(notes, "embedded in-process broker (kfake), not a real Kafka: latencies are not representative")
-		cfg.KafkaFlags = nil // it speaks plaintext only
-	}
-	admCl, err := kgo.NewClient(cfg.Kafka.Opts("clickrec-loadtest-admin")...)
-	if err != nil {
-		return nil, fmt.Errorf("creating the Kafka admin client: %w", err)
-	}
-	defer admCl.Close()
-	adm := kadm.NewClient(admCl)
-	if err := kafkautil.Ping(ctx, &cfg.Kafka, admCl); err != nil {
-		return nil, err
-	}
-	if autoTopics && !cfg.KeepTopics {
-		defer deleteTopics(context.WithoutCancel(ctx), adm, topics, log)
-	}
-	if err := ensureTopics(ctx, &cfg.Kafka, admCl, topics); err != nil {
-		return nil, fmt.Errorf("preparing topics: %w", err)
-	}
-
-	warmSrc, err := gen.NewSynthetic(gen.Config{Seed: cfg.Shop.Seed ^ 0x5eed_0f_3a11, CatalogueSeed: catalogueSeed(cfg.Shop),
+	r.warmSrc, err = gen.NewSynthetic(gen.Config{Seed: cfg.Shop.Seed ^ 0x5eed_0f_3a11, CatalogueSeed: catalogueSeed(cfg.Shop),
 		Users: cfg.Shop.Users, Items: cfg.Shop.Items, Categories: cfg.Shop.Categories})
 	if err != nil {
 		return nil, err
 	}
-	tr := NewTracker(time.Now(), int(plan.Events())+cfg.WarmupEvents)
-	reader, err := newOutputReader(ctx, &cfg.Kafka, adm, string(topics.Recs), tr, log)
+	return r, nil
+}
+
+// onClose registers f to run when the run ends.
+func (r *runner) onClose(f func()) { r.closers = append(r.closers, f) }
+
+// close runs what onClose registered, the latest first.
+func (r *runner) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+// checkFeatureStore checks the Redis that spawned workers will write; the
+// load test knows nothing of running workers' Redis.
+func (r *runner) checkFeatureStore(ctx context.Context) error {
+	r.redisRep = RedisReport{Detail: "running workers: not known to the load test"}
+	if !r.spawn {
+		return nil
+	}
+	var err error
+	r.redisRep, err = checkRedis(ctx, &r.cfg)
+	return err
+}
+
+// connectKafka connects the admin client to the brokers, after starting an
+// embedded broker if none are given.
+func (r *runner) connectKafka(ctx context.Context) error {
+	if len(r.cfg.Kafka.Brokers) == 0 {
+		emb, err := kafkautil.StartEmbedded(&r.cfg.Kafka, r.topics)
+		if err != nil {
+			return err
+		}
+		r.onClose(emb.Close)
+		r.log.Warn("no --kafka-brokers given: using an embedded in-process broker (kfake); its latency says nothing about a real cluster", "addr", r.cfg.Kafka.Brokers.String())
+		r.notes = append(r.notes, "embedded in-process broker (kfake), not a real Kafka: latencies are not representative")
+		r.cfg.KafkaFlags = nil // it speaks plaintext only
+	}
+	admCl, err := kgo.NewClient(r.cfg.Kafka.Opts("clickrec-loadtest-admin")...)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("creating the Kafka admin client: %w", err)
 	}
-	defer reader.close()
-	rctx, stopReader := context.WithCancel(ctx)
-	readerDone := make(chan struct{})
-	go func() { reader.run(rctx); close(readerDone) }()
-	defer func() { stopReader(); <-readerDone }()
+	r.onClose(admCl.Close)
+	r.admCl, r.adm = admCl, kadm.NewClient(admCl)
+	return kafkautil.Ping(ctx, &r.cfg.Kafka, admCl)
+}
 
+// prepareTopics creates the run's topics; the ones it named itself are
+// deleted when the run ends, unless asked to keep them.
+func (r *runner) prepareTopics(ctx context.Context) error {
+	if r.autoTopics && !r.cfg.KeepTopics {
+		r.onClose(func() { deleteTopics(context.WithoutCancel(ctx), r.adm, r.topics, r.log) })
+	}
+	if err := ensureTopics(ctx, &r.cfg.Kafka, r.admCl, r.topics); err != nil {
+		return fmt.Errorf("preparing topics: %w", err)
+	}
+	return nil
+}
+
+// startReader starts the tracker and, before any click is sent, the
+// read_committed reader that matches recommendations to their clicks.
+func (r *runner) startReader(ctx context.Context) error {
+	r.tr = NewTracker(time.Now(), int(r.plan.Events())+r.cfg.WarmupEvents)
+	reader, err := newOutputReader(ctx, &r.cfg.Kafka, r.adm, string(r.topics.Recs), r.tr, r.log)
+	if err != nil {
+		return err
+	}
+	r.onClose(reader.close)
+	r.reader = reader
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { reader.run(rctx); close(done) }()
+	r.stopReader = func() { cancel(); <-done }
+	r.onClose(r.stopReader)
+	return nil
+}
+
+// startWorkers spawns the workers, with the model they are to serve, and
+// waits until they are ready; running workers are only described.
+func (r *runner) startWorkers(ctx context.Context) error {
+	r.workers = WorkerReport{Mode: "external", ExactlyOnce: !r.cfg.AtLeastOnce}
+	r.modelRep = ModelReport{Source: ModelExternal}
+	if !r.spawn {
+		return nil
+	}
 	var (
-		fleet   *Fleet
-		workers = WorkerReport{Mode: "external", ExactlyOnce: !cfg.AtLeastOnce}
+		modelArgs []string
+		err       error
 	)
-	modelRep := ModelReport{Source: ModelExternal}
-	if spawn {
-		var modelArgs []string
-		if modelRep, modelArgs, err = prepareModel(ctx, &cfg, log); err != nil {
-			return nil, err
-		}
-		if cfg.NoModel && cfg.NoRedis {
-			notes = append(notes, "--no-model and --no-redis: the broker path only (no scoring, no feature store), every recommendation the popularity fallback")
-		}
-		bin := cfg.ClickrecBin
-		if bin == "" {
-			if bin, err = os.Executable(); err != nil {
-				return nil, fmt.Errorf("finding the clickrec binary (set --clickrec-bin): %w", err)
-			}
-		}
-		args := []string{
-			"--kafka-brokers", cfg.Kafka.Brokers.String(), "--kafka-partitions", strconv.Itoa(cfg.Kafka.Partitions),
-			"--group", cfg.Group, "--topic-prefix", cfg.TopicPrefix,
-			"--out-of-orderness", cfg.OutOfOrderness.String(),
-			"--exactly-once=" + strconv.FormatBool(!cfg.AtLeastOnce),
-		}
-		args = append(args, cfg.KafkaFlags...)
-		env := cfg.WorkerEnv
-		if cfg.NoRedis {
-			args = append(args, "--no-redis")
-		} else {
-			args = append(args, "--no-redis=false", "--redis-addr", cfg.Redis.Addr)
-			args = append(args, cfg.RedisFlags...)
-			if cfg.Redis.Password != "" { // in the environment, not on a command line others can read
-				env = append(slices.Clip(env), "CLICKREC_REDIS_PASSWORD="+cfg.Redis.Password)
-			}
-		}
-		args = append(args, modelArgs...)
-		fleet, err = StartFleet(FleetConfig{
-			Bin: bin, Count: cfg.SpawnWorkers, Args: append(args, cfg.WorkerFlags...), Env: env,
-			LogDir: filepath.Join(cfg.OutDir, "workers-"+strings.TrimSuffix(cfg.TopicPrefix, "-")), Instance: cfg.TopicPrefix,
-		}, log)
-		if err != nil {
-			return nil, err
-		}
-		defer fleet.Stop()
-		rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
-		err = fleet.WaitReady(rctx)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		workers = WorkerReport{Mode: "spawned", ExactlyOnce: !cfg.AtLeastOnce, Count: cfg.SpawnWorkers, Instances: fleet.Instances(), Logs: fleet.Logs()}
+	if r.modelRep, modelArgs, err = prepareModel(ctx, &r.cfg, r.log); err != nil {
+		return err
 	}
+	if r.cfg.NoModel && r.cfg.NoRedis {
+		r.notes = append(r.notes, "--no-model and --no-redis: the broker path only (no scoring, no feature store), every recommendation the popularity fallback")
+	}
+	fc, err := r.fleetConfig(modelArgs)
+	if err != nil {
+		return err
+	}
+	fleet, err := StartFleet(fc, r.log)
+	if err != nil {
+		return err
+	}
+	r.onClose(fleet.Stop)
+	r.fleet = fleet
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReadyTimeout)
+	err = fleet.WaitReady(rctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	r.workers = WorkerReport{Mode: "spawned", ExactlyOnce: !r.cfg.AtLeastOnce, Count: r.cfg.SpawnWorkers, Instances: fleet.Instances(), Logs: fleet.Logs()}
+	return nil
+}
 
-	prod, err := kgo.NewClient(append(cfg.Kafka.Opts("clickrec-loadtest-gen"),
-		kgo.DefaultProduceTopic(string(topics.Events)),
+// fleetConfig says how to spawn the workers: the clickrec binary, with flags
+// and environment that point them at the run's brokers, topics, group, Redis
+// and model.
+func (r *runner) fleetConfig(modelArgs []string) (FleetConfig, error) {
+	cfg := &r.cfg
+	bin := cfg.ClickrecBin
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return FleetConfig{}, fmt.Errorf("finding the clickrec binary (set --clickrec-bin): %w", err)
+		}
+	}
+	args := []string{
+		"--kafka-brokers", cfg.Kafka.Brokers.String(), "--kafka-partitions", strconv.Itoa(cfg.Kafka.Partitions),
+		"--group", cfg.Group, "--topic-prefix", cfg.TopicPrefix,
+		"--out-of-orderness", cfg.OutOfOrderness.String(),
+		"--exactly-once=" + strconv.FormatBool(!cfg.AtLeastOnce),
+	}
+	args = append(args, cfg.KafkaFlags...)
+	env := cfg.WorkerEnv
+	if cfg.NoRedis {
+		args = append(args, "--no-redis")
+	} else {
+		args = append(args, "--no-redis=false", "--redis-addr", cfg.Redis.Addr)
+		args = append(args, cfg.RedisFlags...)
+		if cfg.Redis.Password != "" { // in the environment, not on a command line others can read
+			env = append(slices.Clip(env), "CLICKREC_REDIS_PASSWORD="+cfg.Redis.Password)
+		}
+	}
+	args = append(args, modelArgs...)
+	return FleetConfig{
+		Bin: bin, Count: cfg.SpawnWorkers, Args: append(args, cfg.WorkerFlags...), Env: env,
+		LogDir: filepath.Join(cfg.OutDir, "workers-"+strings.TrimSuffix(cfg.TopicPrefix, "-")), Instance: cfg.TopicPrefix,
+	}, nil
+}
+
+// startProducer creates the generator's producer and the sink that the
+// warm-up and the measured run send through.
+func (r *runner) startProducer() error {
+	prod, err := kgo.NewClient(append(r.cfg.Kafka.Opts("clickrec-loadtest-gen"),
+		kgo.DefaultProduceTopic(string(r.topics.Events)),
 		kgo.MaxBufferedRecords(gen.MaxInFlight),
-		kgo.ProducerLinger(cfg.ProducerLinger),
+		kgo.ProducerLinger(r.cfg.ProducerLinger),
 		kgo.RecordDeliveryTimeout(time.Minute),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("creating the generator's producer: %w", err)
+		return fmt.Errorf("creating the generator's producer: %w", err)
 	}
-	defer prod.Close()
-	sink := gen.NewKafkaSink(prod, string(topics.Events))
+	r.onClose(prod.Close)
+	r.sink = gen.NewKafkaSink(prod, string(r.topics.Events))
+	return nil
+}
 
-	// Warm-up: every partition assigned, restored and answering before the clock starts.
-	log.Info("loadtest warm-up", "events", cfg.WarmupEvents, "rate", cfg.WarmupRate, "topic", topics.Events, "group", cfg.Group)
-	wctx, cancelWarm := context.WithTimeout(ctx, cfg.ReadyTimeout)
-	defer cancelWarm()
-	clock := &gen.SystemClock{}
+// warmUp sends the warm-up clicks and waits until every one is answered:
+// every partition assigned, restored and answering before the clock starts.
+func (r *runner) warmUp(ctx context.Context) error {
+	cfg := &r.cfg
+	r.log.Info("loadtest warm-up", "events", cfg.WarmupEvents, "rate", cfg.WarmupRate, "topic", r.topics.Events, "group", cfg.Group)
+	wctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
 	if _, err := gen.Run(wctx, gen.RunConfig{
-		Source: &trackingSource{src: warmSrc, tr: tr, outOfOrderness: cfg.OutOfOrderness, warm: true},
-		Pacer:  gen.NewPacer(clock, clock.Now(), gen.ConstantRate(cfg.WarmupRate)),
-		Sink:   sink, Count: int64(cfg.WarmupEvents),
+		Source: &trackingSource{src: r.warmSrc, tr: r.tr, outOfOrderness: cfg.OutOfOrderness, warm: true},
+		Pacer:  gen.NewPacer(r.clock, r.clock.Now(), gen.ConstantRate(cfg.WarmupRate)),
+		Sink:   r.sink, Count: int64(cfg.WarmupEvents),
 	}); err != nil {
-		return nil, fmt.Errorf("warm-up: %w", err)
+		return fmt.Errorf("warm-up: %w", err)
 	}
-	tr.SealWarmup()
+	r.tr.SealWarmup()
 	select {
-	case <-tr.WarmupDone():
+	case <-r.tr.WarmupDone():
+		return nil
 	case <-wctx.Done():
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
-		must, got := tr.WarmupProgress()
-		return nil, fmt.Errorf("the hot path answered %d of %d warm-up events within %v (is it running, on topic %s, in group %s?%s)",
-			got, must, cfg.ReadyTimeout, topics.Events, cfg.Group, logHint(fleet))
+		must, got := r.tr.WarmupProgress()
+		return fmt.Errorf("the hot path answered %d of %d warm-up events within %v (is it running, on topic %s, in group %s?%s)",
+			got, must, cfg.ReadyTimeout, r.topics.Events, cfg.Group, logHint(r.fleet))
 	}
-	cancelWarm()
+}
 
-	// The measured run.
-	cpu0 := selfCPU()
-	load0, _ := machineLoad()
-	var fleetCPU0 time.Duration
-	if fleet != nil {
-		fleetCPU0, _ = fleet.CPU()
-	}
-	start := time.Now()
-	log.Info("loadtest started", "scenario", cfg.Scenario, "source", cfg.Source, "events", plan.Events(),
-		"duration", plan.Duration(), "rate_mean", math.Round(plan.MeanRate()), "rate_peak", plan.PeakRate())
+// measured is what the measured run leaves for the report.
+type measured struct {
+	start       time.Time
+	genErr      error // the generator's
+	interrupted bool  // ctx ended before the run and its drain completed
+	drain       DrainReport
+	cpu         CPUReport
+
+	mu      sync.Mutex // guards the rest while the scenario's goroutines run
+	kills   []Kill
+	members []MemberEvent
+	extra   []string // problems that fail the run
+	stopped string   // why the ramp stopped before its last step
+}
+
+// measure runs the measured part: the generator on the plan's schedule, with
+// the progress log and the scenario's actions beside it, then the drain; it
+// stops the reader and reads the CPU the whole window took.
+func (r *runner) measure(ctx context.Context) *measured {
+	mark := r.markCPU()
+	m := &measured{start: time.Now()}
+	r.log.Info("loadtest started", "scenario", r.cfg.Scenario, "source", r.cfg.Source, "events", r.plan.Events(),
+		"duration", r.plan.Duration(), "rate_mean", math.Round(r.plan.MeanRate()), "rate_peak", r.plan.PeakRate())
 	gctx, stopGen := context.WithCancel(ctx)
 	defer stopGen()
-	var (
-		side    sync.WaitGroup
-		mu      sync.Mutex
-		kills   []Kill
-		members []MemberEvent
-		extra   []string
-		stopped string
-	)
 	progCtx, stopProgress := context.WithCancel(ctx)
 	defer stopProgress()
+	var (
+		side sync.WaitGroup // the progress log, the latency watches, the ramp's judge
+		ops  sync.WaitGroup // kills, membership changes
+	)
 	phaseOf := func() string {
 		if gctx.Err() != nil {
 			return "drain"
 		}
-		return plan.Phases[plan.PhaseAt(time.Since(start))].Name
+		return r.plan.Phases[r.plan.PhaseAt(time.Since(m.start))].Name
 	}
-	side.Go(func() { progress(progCtx, tr, start, cfg.ProgressEvery, phaseOf, log) })
-	// watch logs the latency of the clicks due just after an event (a kill,
-	// a membership change) once they had time to be answered.
-	grace := max(time.Second, 2*cfg.SLA.P99, 2*cfg.SLA.P95)
-	watch := func(at time.Duration, what string) {
-		side.Go(func() { watchAfter(progCtx, tr, start, at, plan.Duration(), grace, what, log) })
-	}
-	var ops sync.WaitGroup // kills, membership changes
-	if cfg.Scenario == ScenarioChaos {
-		ops.Go(func() {
-			k, e := runChaos(gctx, fleet, cfg, start, plan.Duration(), watch, log)
-			mu.Lock()
-			kills, extra = k, append(extra, e...)
-			mu.Unlock()
-		})
-	}
-	var changes []Change
-	switch cfg.Scenario {
-	case ScenarioRolling:
-		changes = RollingSchedule(cfg.SpawnWorkers, cfg.RestartEvery, plan.Duration())
-	case ScenarioScale:
-		changes = ScaleSchedule(cfg.SpawnWorkers, cfg.ScaleTo, plan.Duration())
-	}
-	if len(changes) > 0 {
-		ops.Go(func() {
-			ev, e := runMembership(ctx, gctx, fleet, changes, start, cfg.ReadyTimeout, watch, log)
-			mu.Lock()
-			members, extra = ev, append(extra, e...)
-			mu.Unlock()
-		})
-	}
-	if cfg.Scenario == ScenarioRamp && len(plan.Phases) > 1 {
-		side.Go(func() {
-			if why := watchRamp(gctx, tr, plan, start, cfg.SLA, log); why != "" {
-				mu.Lock()
-				stopped = why
-				mu.Unlock()
-				stopGen()
-			}
-		})
+	side.Go(func() { progress(progCtx, r.tr, m.start, r.cfg.ProgressEvery, phaseOf, r.log) })
+	r.startChanges(ctx, gctx, &ops, r.latencyWatch(progCtx, &side, m.start), m)
+	if r.cfg.Scenario == ScenarioRamp && len(r.plan.Phases) > 1 {
+		side.Go(func() { r.judgeRamp(gctx, stopGen, m) })
 	}
 	st, genErr := gen.Run(gctx, gen.RunConfig{
-		Source: &trackingSource{src: src, tr: tr, outOfOrderness: cfg.OutOfOrderness},
-		Pacer:  gen.NewPacer(clock, start, plan.Schedule()),
-		Sink:   sink, Count: plan.Events(),
+		Source: &trackingSource{src: r.src, tr: r.tr, outOfOrderness: r.cfg.OutOfOrderness},
+		Pacer:  gen.NewPacer(r.clock, m.start, r.plan.Schedule()),
+		Sink:   r.sink, Count: r.plan.Events(),
 	})
 	stopGen()
 	ops.Wait()
-	interrupted := ctx.Err() != nil
-	if genErr != nil {
-		log.Error("generator failed", "err", genErr)
-	}
-	var dr DrainReport
-	if !interrupted {
-		log.Info("loadtest draining", "timeout", cfg.DrainTimeout, "sent", st.Sent)
-		dr = drain(ctx, adm, cfg.Group, string(topics.Events), reader, time.Now().Add(cfg.DrainTimeout))
-		interrupted = ctx.Err() != nil
-	}
+	m.genErr = genErr
+	r.drainOutputs(ctx, m, st.Sent)
 	stopProgress()
 	side.Wait()
-	stopReader()
-	<-readerDone
-	window := time.Since(start)
-	cpuRep := CPUReport{Cores: runtime.NumCPU(), WindowS: round3(window.Seconds()), Load1Start: load0,
-		LoadtestCores: round3(float64(selfCPU()-cpu0) / float64(window))}
-	cpuRep.Load1End, cpuRep.CPUPressure = machineLoad()
-	if fleet != nil {
-		if c, ok := fleet.CPU(); ok {
-			x := round3(float64(c-fleetCPU0) / float64(window))
-			cpuRep.WorkersCores = &x
-		}
-	}
+	r.stopReader()
+	m.cpu = r.cpuReport(mark, time.Since(m.start))
+	return m
+}
 
-	ramp := cfg.Scenario == ScenarioRamp
-	r := analyze(tr, plan, start, ramp, cfg.SLA)
-	r.Scenario, r.Source, r.StartedAt = cfg.Scenario, cfg.Source, start.UTC()
-	r.Brokers = cfg.Kafka.Brokers
-	r.EventsTopic, r.RecsTopic, r.Group = string(topics.Events), string(topics.Recs), cfg.Group
-	r.Workers = workers
-	r.ExactlyOnce = workers.ExactlyOnce
-	r.Model, r.Redis = modelRep, redisRep
-	r.judgeModel = modelRep.Served || !spawn && cfg.ExpectModel
-	if fleet != nil {
-		r.Workers.Instances, r.Workers.Logs = fleet.Instances(), fleet.Logs() // with those the scale scenario added
-		r.Workers.Restarts, r.Workers.UnexpectedExits = fleet.Stats()
-		if r.Workers.UnexpectedExits > 0 {
-			extra = append(extra, fmt.Sprintf("%d worker exit(s) nobody asked for (see the worker logs)", r.Workers.UnexpectedExits))
+// latencyWatch returns the function with which the scenario's actions have
+// the latency of the clicks due just after an event (a kill, a membership
+// change) logged, once they had time to be answered.
+func (r *runner) latencyWatch(ctx context.Context, side *sync.WaitGroup, start time.Time) func(at time.Duration, what string) {
+	grace := max(time.Second, 2*r.cfg.SLA.P99, 2*r.cfg.SLA.P95)
+	return func(at time.Duration, what string) {
+		side.Go(func() { watchAfter(ctx, r.tr, start, at, r.plan.Duration(), grace, what, r.log) })
+	}
+}
+
+// startChanges starts, in ops, the changes the scenario makes to the workers
+// while the generator runs (until gctx ends): the chaos scenario's kills, the
+// rolling and scale scenarios' membership changes.
+func (r *runner) startChanges(ctx, gctx context.Context, ops *sync.WaitGroup, watch func(at time.Duration, what string), m *measured) {
+	if r.cfg.Scenario == ScenarioChaos {
+		ops.Go(func() {
+			k, e := runChaos(gctx, r.fleet, r.cfg, m.start, r.plan.Duration(), watch, r.log)
+			m.mu.Lock()
+			m.kills, m.extra = k, append(m.extra, e...)
+			m.mu.Unlock()
+		})
+	}
+	var changes []Change
+	switch r.cfg.Scenario {
+	case ScenarioRolling:
+		changes = RollingSchedule(r.cfg.SpawnWorkers, r.cfg.RestartEvery, r.plan.Duration())
+	case ScenarioScale:
+		changes = ScaleSchedule(r.cfg.SpawnWorkers, r.cfg.ScaleTo, r.plan.Duration())
+	}
+	if len(changes) > 0 {
+		ops.Go(func() {
+			ev, e := runMembership(ctx, gctx, r.fleet, changes, m.start, r.cfg.ReadyTimeout, watch, r.log)
+			m.mu.Lock()
+			m.members, m.extra = ev, append(m.extra, e...)
+			m.mu.Unlock()
+		})
+	}
+}
+
+// judgeRamp judges the ramp's steps as they end and stops the generator at
+// the first that misses the SLA.
+func (r *runner) judgeRamp(gctx context.Context, stopGen context.CancelFunc, m *measured) {
+	if why := watchRamp(gctx, r.tr, r.plan, m.start, r.cfg.SLA, r.log); why != "" {
+		m.mu.Lock()
+		m.stopped = why
+		m.mu.Unlock()
+		stopGen()
+	}
+}
+
+// drainOutputs waits, after the generator stopped, for the last
+// recommendations of the sent clicks, unless the run was interrupted.
+func (r *runner) drainOutputs(ctx context.Context, m *measured, sent int64) {
+	m.interrupted = ctx.Err() != nil
+	if m.genErr != nil {
+		r.log.Error("generator failed", "err", m.genErr)
+	}
+	if m.interrupted {
+		return
+	}
+	r.log.Info("loadtest draining", "timeout", r.cfg.DrainTimeout, "sent", sent)
+	m.drain = drain(ctx, r.adm, r.cfg.Group, string(r.topics.Events), r.reader, time.Now().Add(r.cfg.DrainTimeout))
+	m.interrupted = ctx.Err() != nil
+}
+
+// cpuMark is the CPU counters at the start of the measured run.
+type cpuMark struct {
+	self, fleet time.Duration
+	load1       float64
+}
+
+// markCPU reads the CPU counters at the start of the measured run.
+func (r *runner) markCPU() cpuMark {
+	c := cpuMark{self: selfCPU()}
+	c.load1, _ = machineLoad()
+	if r.fleet != nil {
+		c.fleet, _ = r.fleet.CPU()
+	}
+	return c
+}
+
+// cpuReport says how many cores the load test and the spawned workers used
+// in the window since mark, and the machine's load.
+func (r *runner) cpuReport(mark cpuMark, window time.Duration) CPUReport {
+	rep := CPUReport{Cores: runtime.NumCPU(), WindowS: round3(window.Seconds()), Load1Start: mark.load1,
+		LoadtestCores: round3(float64(selfCPU()-mark.self) / float64(window))}
+	rep.Load1End, rep.CPUPressure = machineLoad()
+	if r.fleet != nil {
+		if c, ok := r.fleet.CPU(); ok {
+			x := round3(float64(c-mark.fleet) / float64(window))
+			rep.WorkersCores = &x
 		}
 	}
-	r.Generator.Acked = sink.Acked()
-	r.Generator.Stopped = stopped
-	r.Drain = dr
-	r.CPU = cpuRep
+	return rep
+}
+
+// report analyzes what the tracker saw, adds what the run did and judges it.
+func (r *runner) report(m *measured) *Report {
+	cfg := &r.cfg
+	ramp := cfg.Scenario == ScenarioRamp
+	rep := analyze(r.tr, r.plan, m.start, ramp, cfg.SLA)
+	rep.Scenario, rep.Source, rep.StartedAt = cfg.Scenario, cfg.Source, m.start.UTC()
+	rep.Brokers = cfg.Kafka.Brokers
+	rep.EventsTopic, rep.RecsTopic, rep.Group = string(r.topics.Events), string(r.topics.Recs), cfg.Group
+	rep.Workers = r.workers
+	rep.ExactlyOnce = r.workers.ExactlyOnce
+	rep.Model, rep.Redis = r.modelRep, r.redisRep
+	rep.judgeModel = r.modelRep.Served || !r.spawn && cfg.ExpectModel
+	extra := m.extra
+	if r.fleet != nil {
+		rep.Workers.Instances, rep.Workers.Logs = r.fleet.Instances(), r.fleet.Logs() // with those the scale scenario added
+		rep.Workers.Restarts, rep.Workers.UnexpectedExits = r.fleet.Stats()
+		if rep.Workers.UnexpectedExits > 0 {
+			extra = append(extra, fmt.Sprintf("%d worker exit(s) nobody asked for (see the worker logs)", rep.Workers.UnexpectedExits))
+		}
+	}
+	rep.Generator.Acked = r.sink.Acked()
+	rep.Generator.Stopped = m.stopped
+	rep.Drain = m.drain
+	rep.CPU = m.cpu
+	notes := r.afterChanges(m)
+	rep.Kills, rep.Membership = m.kills, m.members
+	rep.Notes = append(r.notes, notes...)
+	if m.interrupted {
+		rep.Interrupted = true
+		rep.Drain = DrainReport{Detail: "interrupted"}
+		extra = append(extra, "interrupted before the run and its drain completed")
+	}
+	if m.genErr != nil {
+		rep.Error = m.genErr.Error()
+		extra = append(extra, "generator: "+m.genErr.Error())
+	}
+	if rep.Unknown > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d recommendations for event ids this run never sent (another producer on %s?)", rep.Unknown, r.topics.Events))
+	}
+	rep.judge(ramp, extra)
+	return rep
+}
+
+// afterChanges measures the latency just after each kill and membership
+// change, and returns notes on the workers that had to be SIGKILLed on a
+// stop.
+func (r *runner) afterChanges(m *measured) (notes []string) {
 	// Chaos judges the whole run's latency only if asked to, but how soon
 	// the SLA holds again after a kill always against a latency SLA.
-	recoverSLA := cfg.SLA
+	recoverSLA := r.cfg.SLA
 	if recoverSLA.P95 == 0 && recoverSLA.P99 == 0 {
 		recoverSLA.P95, recoverSLA.P99 = DefaultSLA().P95, DefaultSLA().P99
 	}
-	for i := range kills {
-		kills[i].After = afterEvent(tr, start, time.Duration(kills[i].AtS*float64(time.Second)), plan.Duration(), recoverSLA)
+	for i := range m.kills {
+		m.kills[i].After = afterEvent(r.tr, m.start, time.Duration(m.kills[i].AtS*float64(time.Second)), r.plan.Duration(), recoverSLA)
 	}
-	r.Kills = kills
-	for i := range members {
-		m := &members[i]
-		m.After = afterEvent(tr, start, time.Duration(m.AtS*float64(time.Second)), plan.Duration(), cfg.SLA)
-		if m.Killed {
-			notes = append(notes, fmt.Sprintf("%s of %s at %.1f s: the worker did not exit within %v of SIGTERM and was SIGKILLed", m.Action, m.Instance, m.AtS, fleet.cfg.StopTimeout))
+	for i := range m.members {
+		e := &m.members[i]
+		e.After = afterEvent(r.tr, m.start, time.Duration(e.AtS*float64(time.Second)), r.plan.Duration(), r.cfg.SLA)
+		if e.Killed {
+			notes = append(notes, fmt.Sprintf("%s of %s at %.1f s: the worker did not exit within %v of SIGTERM and was SIGKILLed", e.Action, e.Instance, e.AtS, r.fleet.cfg.StopTimeout))
 		}
 	}
-	r.Membership = members
-	r.Notes = notes
-	if interrupted {
-		r.Interrupted = true
-		r.Drain = DrainReport{Detail: "interrupted"}
-		extra = append(extra, "interrupted before the run and its drain completed")
-	}
-	if genErr != nil {
-		r.Error = genErr.Error()
-		extra = append(extra, "generator: "+genErr.Error())
-	}
-	if r.Unknown > 0 {
-		r.Notes = append(r.Notes, fmt.Sprintf("%d recommendations for event ids this run never sent (another producer on %s?)", r.Unknown, topics.Events))
-	}
-	r.judge(ramp, extra)
-	return r, nil
+	return notes
 }
 
 func hasFlag(flags []string, name string) bool {
