@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/wire"
@@ -84,7 +85,7 @@ func TestFullLoop(t *testing.T) {
 	eventually(t, ctx, func() (bool, string) {
 		behind := 0
 		for u, n := range sent.perUser {
-			if seq, err := rc.HGet(ctx, hotpath.UserKey(u), "seq").Int(); err != nil || seq != n {
+			if seq, err := rc.HGet(ctx, featurestore.UserKey(u), "seq").Int(); err != nil || seq != n {
 				behind++
 			}
 		}
@@ -92,19 +93,19 @@ func TestFullLoop(t *testing.T) {
 	})
 	for u, last := range lastOf {
 		var r rec
-		b, err := rc.HGet(ctx, hotpath.UserKey(u), "recs").Bytes()
+		b, err := rc.HGet(ctx, featurestore.UserKey(u), "recs").Bytes()
 		if err == nil {
 			r, err = wire.DecodeRecommendation(b)
 		}
 		if err != nil || r.EventID != last || r.UserID != u {
-			t.Fatalf("%s in Redis: recs %s (%v), want the recommendation for %s", hotpath.UserKey(u), b, err, last)
+			t.Fatalf("%s in Redis: recs %s (%v), want the recommendation for %s", featurestore.UserKey(u), b, err, last)
 		}
 	}
 	t.Logf("%d clicks (%d from the generator, %d crafted): %d recommendations in Kafka, 0 missing, 0 duplicated; %d users up to date in Redis",
 		total, total-len(crafted), len(crafted), distinct, len(sent.perUser))
 
 	// RefreshPopularity, through a worker on our topics and Redis.
-	sub := rc.Subscribe(ctx, hotpath.PopularityChannel)
+	sub := rc.Subscribe(ctx, featurestore.PopularityChannel)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
 		t.Fatal(err)
@@ -122,16 +123,16 @@ func TestFullLoop(t *testing.T) {
 	select {
 	case m := <-published:
 		if m.Payload != pop.Version {
-			t.Fatalf("%s announced %q, want %q", hotpath.PopularityChannel, m.Payload, pop.Version)
+			t.Fatalf("%s announced %q, want %q", featurestore.PopularityChannel, m.Payload, pop.Version)
 		}
 	case <-ctx.Done():
-		t.Fatalf("the refresh did not announce %s on %s", pop.Version, hotpath.PopularityChannel)
+		t.Fatalf("the refresh did not announce %s on %s", pop.Version, featurestore.PopularityChannel)
 	}
-	table, err := hotpath.LoadPopularity(ctx, rc)
+	table, err := featurestore.LoadPopularity(ctx, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids64 := func(s []hotpath.Scored) []int64 {
+	ids64 := func(s []featurestore.Scored) []int64 {
 		out := make([]int64, len(s))
 		for i, x := range s {
 			out[i] = x.ItemID
@@ -139,7 +140,7 @@ func TestFullLoop(t *testing.T) {
 		return out
 	}
 	if table.Version != pop.Version || !slices.Equal(ids64(table.Global), pop.Global) {
-		t.Fatalf("%s: version %s, global %v; the refresh reported %s, %v", hotpath.PopularityKey, table.Version, ids64(table.Global), pop.Version, pop.Global)
+		t.Fatalf("%s: version %s, global %v; the refresh reported %s, %v", featurestore.PopularityKey, table.Version, ids64(table.Global), pop.Version, pop.Global)
 	}
 	if got, want := ids64(table.ByCategory[cat]), []int64{7000001, 7000002, 7000003, 7000004}; !slices.Equal(got, want) {
 		t.Fatalf("table for %s: %v, want %v (by clicks)", cat, got, want)
@@ -192,12 +193,12 @@ func TestFullLoop(t *testing.T) {
 	// The feature store has the new shopper's recommendation too.
 	eventually(t, ctx, func() (bool, string) {
 		var r rec
-		b, err := rc.HGet(ctx, hotpath.UserKey(coldUser), "recs").Bytes()
+		b, err := rc.HGet(ctx, featurestore.UserKey(coldUser), "recs").Bytes()
 		if err == nil {
 			r, err = wire.DecodeRecommendation(b)
 		}
 		return err == nil && r.EventID == cold.EventID && slices.Equal(itemIDs(r), want),
-			fmt.Sprintf("%s recs in Redis: %s (%v)", hotpath.UserKey(coldUser), b, err)
+			fmt.Sprintf("%s recs in Redis: %s (%v)", featurestore.UserKey(coldUser), b, err)
 	})
 	t.Logf("cold start from table %s: %s %v in %s; %s %v elsewhere", pop.Version, cold.Strategy, itemIDs(cold), cat, global.Strategy, itemIDs(global))
 

@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickrec/clickrec/event"
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/testenv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -107,7 +107,7 @@ func TestRedisOutage(t *testing.T) {
 	for {
 		behind := 0
 		for u, n := range counts {
-			seq, err := rc.HGet(ctx, hotpath.UserKey(u), "seq").Int()
+			seq, err := rc.HGet(ctx, featurestore.UserKey(u), "seq").Int()
 			if err != nil || seq != n {
 				behind++
 			}

@@ -30,6 +30,8 @@
 //   - redis.go: after a commit, each touched user's features, recent events
 //     and latest recommendations are written to Redis in the background,
 //     coalesced per user and ordered by (born, seq), never blocking the loop.
+//     The keys and the popularity table follow package featurestore, the
+//     layout the web backend and the workflows share.
 //   - live.go, lag.go, metrics.go: the live drift profile published to Redis,
 //     consumer lag from the group's committed offsets, and the Prometheus
 //     series.

@@ -2,33 +2,29 @@ package hotpath
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-)
 
-// Redis names of the popularity table, written by the RefreshPopularity workflow.
-const (
-	PopularityKey     = "popularity:current" // JSON of a Popularity
-	PopularityChannel = "popularity:updated" // a message here makes workers reload at once
+	"github.com/clickrec/clickrec/featurestore"
 )
 
 // WatchPopularity keeps the worker's cold-start table in step with Redis: it
-// loads the table at start, on every message on PopularityChannel, and every
-// interval as a safety net. It never blocks the processing loop: the table is
-// swapped atomically and picked up between batches. It returns when ctx ends.
+// loads the table at start, on every message on
+// featurestore.PopularityChannel, and every interval as a safety net. It
+// never blocks the processing loop: the table is swapped atomically and
+// picked up between batches. It returns when ctx ends.
 func (w *Worker) WatchPopularity(ctx context.Context, rc *redis.Client, interval time.Duration) {
-	sub := rc.Subscribe(ctx, PopularityChannel)
+	sub := rc.Subscribe(ctx, featurestore.PopularityChannel)
 	defer sub.Close()
 	msgs := sub.Channel()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var version string
 	for {
-		p, err := LoadPopularity(ctx, rc)
+		p, err := featurestore.LoadPopularity(ctx, rc)
 		switch {
 		case err == nil && p.Version != version:
 			version = p.Version
@@ -44,31 +40,6 @@ func (w *Worker) WatchPopularity(ctx context.Context, rc *redis.Client, interval
 		case <-t.C:
 		}
 	}
-}
-
-// LoadPopularity reads the current popularity table; redis.Nil if none exists.
-func LoadPopularity(ctx context.Context, rc *redis.Client) (*Popularity, error) {
-	b, err := rc.Get(ctx, PopularityKey).Bytes()
-	if err != nil {
-		return nil, err
-	}
-	var p Popularity
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
-}
-
-// StorePopularity publishes a popularity table and tells the workers.
-func StorePopularity(ctx context.Context, rc *redis.Client, p *Popularity) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	if err := rc.Set(ctx, PopularityKey, b, 0).Err(); err != nil {
-		return err
-	}
-	return rc.Publish(ctx, PopularityChannel, p.Version).Err()
 }
 
 // Logger returns the worker's logger.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/wire"
 )
@@ -176,7 +177,7 @@ type processor struct {
 	cfg     *Config
 	parts   map[int32]*partition
 	serving *Serving
-	pop     *Popularity
+	pop     *featurestore.Popularity
 	now     func() time.Time
 	m       *metrics
 
@@ -427,8 +428,8 @@ func (p *processor) scoreBatch() {
 				rec.Items = append(rec.Items, wire.Item{ItemID: p.serving.Model.ItemIDs[r.Index], Score: r.Score})
 			}
 		} else {
-			var items []Scored
-			items, strategy = p.pop.Fallback(pr.click.Category, k, pr.user.purchased, pr.click.ItemID)
+			var items []featurestore.Scored
+			items, strategy = fallback(p.pop, pr.click.Category, k, pr.user.purchased, pr.click.ItemID)
 			if p.serving != nil {
 				version = p.serving.Version
 			}

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/wire"
 )
@@ -437,7 +438,7 @@ func (failingScorer) Close() error { return nil }
 func TestScoringErrorServesFallback(t *testing.T) {
 	p, part := newTestProcessor(t)
 	m := randomModel(20, 4, 9)
-	p.pop = &Popularity{Global: []Scored{{ItemID: 1005, Score: 1}, {ItemID: 1006, Score: 0.5}}}
+	p.pop = &featurestore.Popularity{Global: []featurestore.Scored{{ItemID: 1005, Score: 1}, {ItemID: 1006, Score: 0.5}}}
 	p.serving = &Serving{Version: "broken", Model: m, Scorer: failingScorer{}}
 	ts := p.now().UnixMilli()
 	p.begin()

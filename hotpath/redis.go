@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/clickrec/clickrec/featurestore"
 )
 
 // redisEffect is what a committed transaction asks of the feature store for one
@@ -20,11 +22,6 @@ type redisEffect struct {
 	recs     []byte // nil: keep the stored recommendations
 	expire   bool
 }
-
-// UserKey is the Redis key of a user's feature store entry, a hash with fields
-// events (JSON array, newest last), features (JSON), recs (the latest
-// recommendation record), born and seq.
-func UserKey(user string) string { return "user:{" + user + "}" }
 
 // Both scripts act only if their (born, seq) is not older than the stored
 // one: a replay after a crash writes the same value, a slow former owner of
@@ -43,7 +40,7 @@ var writeIfNewer = redis.NewScript(redisNewer + `
 redis.call('HSET', KEYS[1], 'born', ARGV[1], 'seq', ARGV[2], 'features', ARGV[3], 'events', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-if ARGV[5] ~= '' then redis.call('PUBLISH', 'recs:' .. ARGV[7], ARGV[5]) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', '` + featurestore.RecsChannelPrefix + `' .. ARGV[7], ARGV[5]) end
 return 1
 `)
 
@@ -167,10 +164,10 @@ func (w *redisWriter) flush(ctx context.Context) error {
 		ttl := w.ttl.Milliseconds()
 		for u, e := range batch {
 			if e.expire {
-				deleteIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.born, e.seq)
+				deleteIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq)
 				continue
 			}
-			writeIfNewer.Run(ctx, pipe, []string{UserKey(u)}, e.born, e.seq, e.features, e.events, e.recs, ttl, u)
+			writeIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq, e.features, e.events, e.recs, ttl, u)
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && !isNoScript(err) {

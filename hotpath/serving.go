@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/clickrec/clickrec/drift"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/model"
 )
 
@@ -22,28 +23,15 @@ type Serving struct {
 	Reference drift.ReferenceSet
 }
 
-// Scored is an item with a score, as in a popularity table.
-type Scored struct {
-	ItemID int64   `json:"item_id"`
-	Score  float32 `json:"score"`
-}
-
-// Popularity is the cold-start fallback: top items per category and overall.
-// Tables are replaced whole (atomically), never mutated.
-type Popularity struct {
-	Version    string              `json:"version"`
-	Global     []Scored            `json:"global"`
-	ByCategory map[string][]Scored `json:"by_category"`
-}
-
-// Fallback returns up to k items for a shopper without usable history: the
-// category's top items, topped up from the global list; excluded items (bought,
-// the current one) are skipped. strategy says which table supplied the first item.
-func (p *Popularity) Fallback(category string, k int, bought []int64, current int64) ([]Scored, string) {
+// fallback returns up to k items of the popularity table p for a shopper
+// without usable history: the category's top items, topped up from the global
+// list; excluded items (bought, the current one) are skipped. strategy says
+// which table supplied the first item.
+func fallback(p *featurestore.Popularity, category string, k int, bought []int64, current int64) ([]featurestore.Scored, string) {
 	if p == nil {
 		return nil, StrategyGlobalPopular
 	}
-	out := make([]Scored, 0, k)
+	out := make([]featurestore.Scored, 0, k)
 	skip := func(id int64) bool {
 		if id == current || slices.Contains(bought, id) {
 			return true
@@ -78,7 +66,7 @@ func (p *Popularity) Fallback(category string, k int, bought []int64, current in
 
 // PopularityFromModel derives a global table from a model's prior, for when no
 // popularity table has been published yet.
-func PopularityFromModel(m *model.Model, k int) *Popularity {
+func PopularityFromModel(m *model.Model, k int) *featurestore.Popularity {
 	idx := make([]int, m.NumItems())
 	for i := range idx {
 		idx[i] = i
@@ -89,9 +77,9 @@ func PopularityFromModel(m *model.Model, k int) *Popularity {
 		}
 		return cmp.Compare(a, b)
 	})
-	p := &Popularity{Version: "model-prior", ByCategory: map[string][]Scored{}}
+	p := &featurestore.Popularity{Version: "model-prior", ByCategory: map[string][]featurestore.Scored{}}
 	for _, i := range idx[:min(k*4, len(idx))] {
-		p.Global = append(p.Global, Scored{ItemID: m.ItemIDs[i], Score: m.Prior[i]})
+		p.Global = append(p.Global, featurestore.Scored{ItemID: m.ItemIDs[i], Score: m.Prior[i]})
 	}
 	return p
 }
@@ -104,7 +92,7 @@ type swapper struct {
 	mu      sync.Mutex
 	pending *Serving // the latest SetServing
 	inUse   *Serving // what the loop took last
-	pop     atomic.Pointer[Popularity]
+	pop     atomic.Pointer[featurestore.Popularity]
 }
 
 // set makes s the serving the loop takes next.

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/clickrec/clickrec/drift"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 )
 
@@ -81,7 +82,7 @@ func New(cfg Config, kafka kafkautil.Config, opts Options) (*Worker, error) {
 func (w *Worker) SetServing(s *Serving) { w.swap.set(s) }
 
 // SetPopularity replaces the cold-start table from the next batch on.
-func (w *Worker) SetPopularity(p *Popularity) { w.swap.pop.Store(p) }
+func (w *Worker) SetPopularity(p *featurestore.Popularity) { w.swap.pop.Store(p) }
 
 // Ready reports whether the worker has joined its group and restored the state
 // of every partition it owns.

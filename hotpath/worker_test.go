@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
@@ -335,7 +336,7 @@ func TestFeatureStore(t *testing.T) {
 	user := testenv.Name("fs-user")
 	base := time.Now().Add(-time.Minute).UnixMilli()
 	ctx := testenv.Context(t, 20*time.Second)
-	defer rc.Del(context.Background(), UserKey(user))
+	defer rc.Del(context.Background(), featurestore.UserKey(user))
 	// The feature store publishes each user's new recommendations after writing them.
 	sub := rc.Subscribe(ctx, "recs:"+user)
 	defer sub.Close()
@@ -352,7 +353,7 @@ func TestFeatureStore(t *testing.T) {
 			break
 		}
 	}
-	fields, err := rc.HGetAll(ctx, UserKey(user)).Result()
+	fields, err := rc.HGetAll(ctx, featurestore.UserKey(user)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +374,7 @@ func TestFeatureStore(t *testing.T) {
 	if feat["session_events"].(float64) != 2 || feat["session_length_ms"].(float64) != 5000 {
 		t.Fatalf("features %v", feat)
 	}
-	if ttl := rc.PTTL(ctx, UserKey(user)).Val(); ttl <= 0 {
+	if ttl := rc.PTTL(ctx, featurestore.UserKey(user)).Val(); ttl <= 0 {
 		t.Fatalf("user entry has no TTL (%v)", ttl)
 	}
 }
@@ -870,7 +871,7 @@ func TestRedisOrdersIncarnations(t *testing.T) {
 	defer rc.Close()
 	ctx := testenv.Context(t, 20*time.Second)
 	user := testenv.Name("incarnation")
-	defer rc.Del(context.Background(), UserKey(user))
+	defer rc.Del(context.Background(), featurestore.UserKey(user))
 	w := newRedisWriter(rc, time.Hour, newMetrics(nil), slog.Default())
 	apply := func(e redisEffect) {
 		t.Helper()
@@ -881,7 +882,7 @@ func TestRedisOrdersIncarnations(t *testing.T) {
 	}
 	stored := func() string {
 		t.Helper()
-		f, err := rc.HMGet(ctx, UserKey(user), "born", "seq").Result()
+		f, err := rc.HMGet(ctx, featurestore.UserKey(user), "born", "seq").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -929,7 +930,7 @@ func TestRestoreRewritesRedis(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for u := range want {
-			rc.Del(context.Background(), UserKey(u))
+			rc.Del(context.Background(), featurestore.UserKey(u))
 		}
 	})
 	ctx := testenv.Context(t, 30*time.Second)
@@ -939,7 +940,7 @@ func TestRestoreRewritesRedis(t *testing.T) {
 		for {
 			ok := true
 			for u, seq := range want {
-				if got, _ := rc.HGet(ctx, UserKey(u), "seq").Result(); got != seq {
+				if got, _ := rc.HGet(ctx, featurestore.UserKey(u), "seq").Result(); got != seq {
 					ok = false
 				}
 			}
@@ -961,7 +962,7 @@ func TestRestoreRewritesRedis(t *testing.T) {
 	stop()
 	// The writes are lost, as if the worker had crashed before making them.
 	for u := range want {
-		rc.Del(ctx, UserKey(u))
+		rc.Del(ctx, featurestore.UserKey(u))
 	}
 	h.startWorkerWith("w2", m, Options{Redis: rc})
 	waitFor("after the restore")

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
@@ -170,10 +171,10 @@ func testWorkerMain(args []string) int {
 	return 0
 }
 
-func testPopularity() *hotpath.Popularity {
-	p := &hotpath.Popularity{Version: "loadtest", ByCategory: map[string][]hotpath.Scored{}}
+func testPopularity() *featurestore.Popularity {
+	p := &featurestore.Popularity{Version: "loadtest", ByCategory: map[string][]featurestore.Scored{}}
 	for i := range 20 {
-		p.Global = append(p.Global, hotpath.Scored{ItemID: int64(i + 1), Score: float32(20 - i)})
+		p.Global = append(p.Global, featurestore.Scored{ItemID: int64(i + 1), Score: float32(20 - i)})
 	}
 	return p
 }
@@ -555,7 +556,7 @@ func TestSteadyOnRealKafka(t *testing.T) {
 	ctx := testenv.Context(t, 10*time.Second)
 	written := 0
 	for u := range cfg.Shop.Users {
-		recs, err := rc.HGet(ctx, hotpath.UserKey("u"+strconv.Itoa(u+1)), "recs").Result()
+		recs, err := rc.HGet(ctx, featurestore.UserKey("u"+strconv.Itoa(u+1)), "recs").Result()
 		if err == nil && strings.Contains(recs, m.Version) {
 			written++
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/testenv"
 )
 
@@ -36,7 +36,7 @@ func TestRedisReads(t *testing.T) {
 	s, _, rc := redisServer(t)
 	ctx := testenv.Context(t, 10*time.Second)
 	user := testenv.Name("web-user")
-	key := hotpath.UserKey(user)
+	key := featurestore.UserKey(user)
 	t.Cleanup(func() { rc.Del(context.Background(), key) })
 	ts := &testServer{Server: s}
 
@@ -89,11 +89,11 @@ func TestRedisStream(t *testing.T) {
 	rd, _ := openStream(t, ctx, hs.URL, user, nil) // ready: Redis confirmed the SUBSCRIBE
 	item := s.cat.Top("", 0, 1)[0]
 	for i := range 3 {
-		if err := rc.Publish(ctx, RecsChannel(other), `{"event_id":"not-mine"}`).Err(); err != nil {
+		if err := rc.Publish(ctx, featurestore.RecsChannel(other), `{"event_id":"not-mine"}`).Err(); err != nil {
 			t.Fatal(err)
 		}
 		msg := fmt.Sprintf(`{"event_id":"e-%d","user_id":%q,"items":[{"item_id":%d,"score":0.5}],"strategy":"model","model_version":"v1","event_time_ms":1,"processed_at_ms":%d}`, i, user, item.ItemID, time.Now().UnixMilli())
-		if n, err := rc.Publish(ctx, RecsChannel(user), msg).Result(); err != nil || n < 1 {
+		if n, err := rc.Publish(ctx, featurestore.RecsChannel(user), msg).Result(); err != nil || n < 1 {
 			t.Fatalf("PUBLISH reached %d subscribers (%v)", n, err)
 		}
 		ev, err := rd.next()
@@ -139,14 +139,14 @@ func TestRedisSubscriptionChurn(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := fmt.Sprintf(`{"event_id":"churn-%d"}`, i)
-		if err := rc.Publish(ctx, RecsChannel(user), msg).Err(); err != nil {
+		if err := rc.Publish(ctx, featurestore.RecsChannel(user), msg).Err(); err != nil {
 			t.Fatal(err)
 		}
 		recv(b, msg)
 		recv(c, msg)
 		b.Close()
 		msg2 := msg + " "
-		if err := rc.Publish(ctx, RecsChannel(user), msg2).Err(); err != nil {
+		if err := rc.Publish(ctx, featurestore.RecsChannel(user), msg2).Err(); err != nil {
 			t.Fatal(err)
 		}
 		recv(c, msg2) // closing b does not unsubscribe c

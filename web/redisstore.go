@@ -10,14 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 )
-
-// RecsChannel is the Redis pub/sub channel on which the hot path publishes a
-// user's recommendation after writing it to the feature store.
-func RecsChannel(user string) string { return recsPrefix + user }
-
-const recsPrefix = "recs:"
 
 // errStoreClosed is returned by a closed store.
 var errStoreClosed = errors.New("store closed")
@@ -80,7 +74,7 @@ func NewRedisStore(rc *redis.Client) *RedisStore {
 			case *redis.Subscription:
 				s.confirmed(m.Kind, m.Channel)
 			case *redis.Message:
-				if user, ok := strings.CutPrefix(m.Channel, recsPrefix); ok {
+				if user, ok := strings.CutPrefix(m.Channel, featurestore.RecsChannelPrefix); ok {
 					s.hub.publish(user, []byte(m.Payload))
 				}
 			}
@@ -118,12 +112,12 @@ func (s *RedisStore) Events(ctx context.Context, user string) ([]byte, error) {
 }
 
 func (s *RedisStore) field(ctx context.Context, user, field string) ([]byte, error) {
-	b, err := s.rc.HGet(ctx, hotpath.UserKey(user), field).Bytes()
+	b, err := s.rc.HGet(ctx, featurestore.UserKey(user), field).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading %s of %s from Redis: %w", field, hotpath.UserKey(user), err)
+		return nil, fmt.Errorf("reading %s of %s from Redis: %w", field, featurestore.UserKey(user), err)
 	}
 	return b, nil
 }
@@ -139,7 +133,7 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Subscribe implements Store: it returns once Redis has confirmed the
 // subscription to the user's channel.
 func (s *RedisStore) Subscribe(ctx context.Context, user string) (*Subscription, error) {
-	ch := RecsChannel(user)
+	ch := featurestore.RecsChannel(user)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -172,7 +166,7 @@ func (s *RedisStore) Subscribe(ctx context.Context, user string) (*Subscription,
 
 func (s *RedisStore) release(user string, sub *Subscription, st *redisChan) {
 	s.hub.remove(user, sub)
-	ch := RecsChannel(user)
+	ch := featurestore.RecsChannel(user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.chans[ch] != st { // failed or closed meanwhile

@@ -19,7 +19,7 @@ import (
 
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/event"
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
@@ -372,7 +372,7 @@ func TestRefreshPopularityTable(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(acts)
-	sub := rc.Subscribe(ctx, hotpath.PopularityChannel)
+	sub := rc.Subscribe(ctx, featurestore.PopularityChannel)
 	defer sub.Close()
 	_, err := sub.Receive(ctx)
 	require.NoError(t, err)
@@ -387,7 +387,7 @@ func TestRefreshPopularityTable(t *testing.T) {
 	msg, err := sub.ReceiveMessage(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "pop-test", msg.Payload)
-	p, err := hotpath.LoadPopularity(ctx, rc)
+	p, err := featurestore.LoadPopularity(ctx, rc)
 	require.NoError(t, err)
 	require.Equal(t, "pop-test", p.Version)
 	var c1 []int64
@@ -402,7 +402,7 @@ func TestRefreshPopularityTable(t *testing.T) {
 	in.Version = "pop-empty"
 	out = execute[PopularityOutput](t, env, acts.RefreshPopularityTable, in)
 	require.False(t, out.Stored)
-	p, err = hotpath.LoadPopularity(ctx, rc)
+	p, err = featurestore.LoadPopularity(ctx, rc)
 	require.NoError(t, err)
 	require.Equal(t, "pop-test", p.Version)
 }

@@ -17,7 +17,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/clickrec/clickrec/drift"
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model/registry"
 )
@@ -114,7 +114,7 @@ func TestDevServer(t *testing.T) {
 		require.True(t, out.Stored)
 		require.Greater(t, out.Events, 7000)
 		require.Len(t, out.Global, 10)
-		p, err := hotpath.LoadPopularity(ctx, rc)
+		p, err := featurestore.LoadPopularity(ctx, rc)
 		require.NoError(t, err)
 		require.Equal(t, out.Version, p.Version)
 		require.Len(t, p.ByCategory, out.Categories)

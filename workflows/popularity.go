@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/clickrec/clickrec/event"
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/featurestore"
 )
 
 // PopularityInput parameterises one popularity refresh.
@@ -41,7 +41,7 @@ type PopularityOutput struct {
 // (read_committed, by timestamp offsets), counts them with exponential time
 // decay — a click of age a (event time, against the window's end) counts
 // 2^(−a/HalfLife) — and stores the top TopK items globally and per category
-// with hotpath.StorePopularity, which tells the hot path workers to reload.
+// with featurestore.StorePopularity, which tells the hot path workers to reload.
 // The table is small and goes to Redis, not into the workflow's history. A
 // retry recomputes the same table from the same window.
 func (a *Activities) RefreshPopularityTable(ctx context.Context, in PopularityInput) (*PopularityOutput, error) {
@@ -95,7 +95,7 @@ func (a *Activities) RefreshPopularityTable(ctx context.Context, in PopularityIn
 	for _, s := range p.Global {
 		out.Global = append(out.Global, s.ItemID)
 	}
-	if err := hotpath.StorePopularity(ctx, a.Redis, p); err != nil {
+	if err := featurestore.StorePopularity(ctx, a.Redis, p); err != nil {
 		return nil, fmt.Errorf("cannot store the popularity table: %w", err)
 	}
 	out.Stored = true
@@ -136,15 +136,15 @@ func (p *popularityCounter) add(c *event.Click) {
 }
 
 // table returns the top k of every list; ties go to the lower item id.
-func (p *popularityCounter) table(version string, k int) *hotpath.Popularity {
-	t := &hotpath.Popularity{Version: version, Global: topItems(p.global, k), ByCategory: make(map[string][]hotpath.Scored, len(p.byCategory))}
+func (p *popularityCounter) table(version string, k int) *featurestore.Popularity {
+	t := &featurestore.Popularity{Version: version, Global: topItems(p.global, k), ByCategory: make(map[string][]featurestore.Scored, len(p.byCategory))}
 	for cat, m := range p.byCategory {
 		t.ByCategory[cat] = topItems(m, k)
 	}
 	return t
 }
 
-func topItems(m map[int64]float64, k int) []hotpath.Scored {
+func topItems(m map[int64]float64, k int) []featurestore.Scored {
 	type scored struct {
 		id int64
 		s  float64
@@ -159,9 +159,9 @@ func topItems(m map[int64]float64, k int) []hotpath.Scored {
 		}
 		return cmp.Compare(a.id, b.id)
 	})
-	out := make([]hotpath.Scored, min(k, len(all)))
+	out := make([]featurestore.Scored, min(k, len(all)))
 	for i := range out {
-		out[i] = hotpath.Scored{ItemID: all[i].id, Score: float32(all[i].s)}
+		out[i] = featurestore.Scored{ItemID: all[i].id, Score: float32(all[i].s)}
 	}
 	return out
 }

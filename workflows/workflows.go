@@ -342,7 +342,7 @@ func gate(ev *EvaluateOutput, p RetrainParams) (bool, string) {
 
 // RefreshPopularity recomputes the cold-start popularity table — the top
 // TopK items globally and per category, by time-decayed clicks of the last
-// Window — and stores it in Redis (hotpath.PopularityKey), where the hot
+// Window — and stores it in Redis (featurestore.PopularityKey), where the hot
 // path reloads it. The table itself never enters the workflow's history.
 func RefreshPopularity(ctx workflow.Context, params RefreshParams) (*PopularityOutput, error) {
 	p := params.withDefaults()

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/gen"
 	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
@@ -166,7 +167,7 @@ no servers).`)
 
 // warmPopularity builds a popularity table from a sample of the synthetic shop,
 // standing in for the RefreshPopularity workflow, which the demo does not run.
-func warmPopularity(cfg gen.Config, n, k int) (*hotpath.Popularity, error) {
+func warmPopularity(cfg gen.Config, n, k int) (*featurestore.Popularity, error) {
 	cfg.LateShare, cfg.InvalidShare = 0, 0
 	src, err := gen.NewSynthetic(cfg)
 	if err != nil {
@@ -184,24 +185,24 @@ func warmPopularity(cfg gen.Config, n, k int) (*hotpath.Popularity, error) {
 		counts[key{r.Click.Category, r.Click.ItemID}] += model.DefaultWeighting.TypeWeight(r.Click.Type)
 	}
 	global := map[int64]float32{}
-	byCat := map[string][]hotpath.Scored{}
+	byCat := map[string][]featurestore.Scored{}
 	for k, c := range counts {
 		global[k.item] += c
-		byCat[k.cat] = append(byCat[k.cat], hotpath.Scored{ItemID: k.item, Score: c})
+		byCat[k.cat] = append(byCat[k.cat], featurestore.Scored{ItemID: k.item, Score: c})
 	}
-	top := func(s []hotpath.Scored) []hotpath.Scored {
-		slices.SortFunc(s, func(a, b hotpath.Scored) int {
+	top := func(s []featurestore.Scored) []featurestore.Scored {
+		slices.SortFunc(s, func(a, b featurestore.Scored) int {
 			return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.ItemID, b.ItemID))
 		})
 		return s[:min(len(s), k*2)]
 	}
-	p := &hotpath.Popularity{Version: "demo-warmup", ByCategory: map[string][]hotpath.Scored{}}
+	p := &featurestore.Popularity{Version: "demo-warmup", ByCategory: map[string][]featurestore.Scored{}}
 	for c, s := range byCat {
 		p.ByCategory[c] = top(s)
 	}
-	var gl []hotpath.Scored
+	var gl []featurestore.Scored
 	for id, c := range global {
-		gl = append(gl, hotpath.Scored{ItemID: id, Score: c})
+		gl = append(gl, featurestore.Scored{ItemID: id, Score: c})
 	}
 	p.Global = top(gl)
 	return p, nil

@@ -119,6 +119,12 @@ type Metrics struct {
 	NDCG10 float64 `json:"ndcg@10"`
 }
 
+// Map returns the metrics by their names in the JSON report ("hr@10", …),
+// the form a model's metadata keeps them in (model.Metadata.OfflineMetrics).
+func (m Metrics) Map() map[string]float64 {
+	return map[string]float64{"hr@10": m.HR10, "hr@20": m.HR20, "mrr@20": m.MRR20, "ndcg@10": m.NDCG10}
+}
+
 // Result is the evaluation report, written as JSON by clickrec eval.
 type Result struct {
 	Protocol string             `json:"protocol"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -253,5 +254,28 @@ func TestDigineticaSmall(t *testing.T) {
 	t.Logf("%+v", res.Models)
 	if res.Models["served"].HR20 <= res.Models["spop"].HR20 || res.Models["spop"].HR20 <= res.Models["pop"].HR20 {
 		t.Errorf("served %+v should beat S-POP %+v, which should beat POP %+v", res.Models["served"], res.Models["spop"], res.Models["pop"])
+	}
+}
+
+// TestMetricsMap: the names of Map are the report's JSON names, so metadata
+// and the eval report spell a metric the same way.
+func TestMetricsMap(t *testing.T) {
+	m := Metrics{HR10: 0.1, HR20: 0.2, MRR20: 0.3, NDCG10: 0.4}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromJSON map[string]float64
+	if err := json.Unmarshal(b, &fromJSON); err != nil {
+		t.Fatal(err)
+	}
+	got := m.Map()
+	if len(got) != len(fromJSON) {
+		t.Fatalf("Map() = %v, want the JSON fields %v", got, fromJSON)
+	}
+	for k, v := range fromJSON {
+		if got[k] != v {
+			t.Fatalf("Map()[%q] = %v, want %v (Map() = %v)", k, got[k], v, got)
+		}
 	}
 }
