@@ -9,6 +9,10 @@
 // *Vec constructor. Catalog.Check then parses a PromQL expression with the
 // Prometheus parser and reports every metric or label it uses that the code
 // does not export.
+//
+// The package is a module of its own (dashboards/go.mod): the PromQL parser
+// comes with the Prometheus server module, which the clickrec binary does
+// not need. The deploy module's checks use it too.
 package dashboards
 
 import (
@@ -50,8 +54,9 @@ type Catalog struct {
 	prefixes []string           // families exported by a collector, e.g. "process_"
 }
 
-// Scan parses every non-test Go file under root (a module root) and collects
-// the recsys_* metrics it declares. It also notes the Go and process
+// Scan parses every non-test Go file of the module under root (the main
+// module's root, see ModuleRoot; nested modules are skipped) and collects the
+// recsys_* metrics it declares. It also notes the Go and process
 // collectors of client_golang when some file registers them, so go_* and
 // process_* series count as exported then.
 func Scan(root string) (*Catalog, error) {
@@ -64,6 +69,11 @@ func Scan(root string) (*Catalog, error) {
 		name := d.Name()
 		if d.IsDir() {
 			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "vendor" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			// A nested module (deploy, the browser test, …) is not part of
+			// the binary: its metrics, if any, are not exported by clickrec.
+			if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil && path != root {
 				return filepath.SkipDir
 			}
 			return nil
@@ -501,19 +511,29 @@ func onlyKeys(m map[string]bool, keys []string) map[string]bool {
 	return out
 }
 
-// ModuleRoot returns the directory of go.mod above dir.
+// MainModule is the module path of the clickrec binary's module, the one
+// ModuleRoot looks for.
+const MainModule = "github.com/clickrec/clickrec"
+
+var moduleLine = regexp.MustCompile(`(?m)^module\s+(\S+)`)
+
+// ModuleRoot returns the root of the clickrec main module at or above dir: the
+// nearest go.mod declaring module MainModule. The go.mod files of the nested
+// modules on the way up (this package's own, deploy's, …) are passed over.
 func ModuleRoot(dir string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			if m := moduleLine.FindSubmatch(b); m != nil && string(m[1]) == MainModule {
+				return dir, nil
+			}
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("no go.mod found above the working directory")
+			return "", fmt.Errorf("no go.mod of module %s at or above %s", MainModule, dir)
 		}
 		dir = parent
 	}

@@ -380,7 +380,7 @@ func githubAnchor(h string) string {
 // ---------------------------------------------------------------- Kubernetes
 
 const prometheusRuleHeader = `# Generated from deploy/prometheus/rules.yml by
-#   go test ./deploy -run TestPrometheusRuleMatchesRules -update
+#   go -C deploy test -run TestPrometheusRuleMatchesRules -update
 # Do not edit: change rules.yml and regenerate (a test checks they match).
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
@@ -418,7 +418,7 @@ func TestPrometheusRuleMatchesRules(t *testing.T) {
 	}
 	got := read(t, path)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s is not generated from prometheus/rules.yml: run go test ./deploy -run TestPrometheusRuleMatchesRules -update", path)
+		t.Fatalf("%s is not generated from prometheus/rules.yml: run go -C deploy test -run TestPrometheusRuleMatchesRules -update", path)
 	}
 	var pr monitoringv1.PrometheusRule
 	decodeStrict(t, path, got, &pr)

@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
-	"github.com/clickrec/clickrec/internal/testenv/containers"
 )
 
 var clickrecBin string
@@ -40,13 +38,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building clickrec:", err)
 		os.Exit(1)
 	}
-	// CLICKREC_TEST_SERVERS=containers: Kafka, Redis and Temporal from
-	// testcontainers-go instead of local processes (skips without Docker).
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	stopContainers := containers.Setup(ctx, os.Stderr)
-	cancel()
+	// The servers are local processes, or containers under the runner of
+	// internal/testenv/containers (scripts/task test:containers): either way
+	// internal/testenv finds them through the CLICKREC_TEST_* variables.
 	code := m.Run()
-	stopContainers()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -6,7 +6,9 @@
 #
 #   scripts/test.sh [go test args...]     default: ./...
 #
-# CLICKREC_TEST_SHORT=1 adds -short (skips the slow end-to-end scenarios).
+# Without arguments it also vets and tests every nested module
+# (scripts/modules.sh). CLICKREC_TEST_SHORT=1 adds -short (skips the slow
+# end-to-end scenarios).
 source "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -51,10 +53,30 @@ export CI="${CI:-true}"
 
 cd "$root"
 args=("$@")
-((${#args[@]})) || args=(./...)
+# The nested modules (scripts/modules.sh: the deploy checks, the dashboards,
+# the browser test, the containers runner) have go.mod files of their own, so
+# ./... stops at them; each is vetted and tested by itself, with the same
+# environment. Given package arguments, only the main module is tested.
+modules=()
+if ((${#args[@]} == 0)); then
+  args=(./...)
+  mapfile -t modules < <("$here/modules.sh")
+else
+  log "test: arguments given, so only the main module is tested (not: $("$here/modules.sh" | tr '\n' ' '))"
+fi
 short=()
 [[ ${CLICKREC_TEST_SHORT:-0} == 1 ]] && short=(-short)
-log "test: go vet"
+log "test: go vet (main module)"
 go vet ./...
-log "test: go test ${short[*]} ${args[*]}"
-go test -count=1 -timeout 40m "${short[@]}" "${args[@]}"
+for m in "${modules[@]}"; do
+  log "test: go vet (module $m)"
+  go -C "$m" vet ./...
+done
+failed=()
+log "test: go test ${short[*]} ${args[*]} (main module)"
+go test -count=1 -timeout 40m "${short[@]}" "${args[@]}" || failed+=(main)
+for m in "${modules[@]}"; do
+  log "test: go test ${short[*]} ./... (module $m)"
+  go -C "$m" test -count=1 -timeout 40m "${short[@]}" ./... || failed+=("$m")
+done
+((${#failed[@]} == 0)) || die "go test failed in: ${failed[*]}"

@@ -21,18 +21,20 @@ import (
 // CI reports whether the tests run in CI (CI=true), where missing servers fail.
 func CI() bool { return os.Getenv("CI") == "true" || os.Getenv("CI") == "1" }
 
-var unavailable atomic.Pointer[string]
+// UnavailableEnv names the variable that makes every server of this package
+// skip with its value as the reason, also under CI: for a run that explicitly
+// asked for servers this machine cannot give. The containers runner
+// (internal/testenv/containers) sets it where no Docker engine answers.
+const UnavailableEnv = "CLICKREC_TEST_UNAVAILABLE"
 
-// Unavailable makes every server of this package skip with reason, also under
-// CI: for a run that explicitly asked for servers this machine cannot give
-// (CLICKREC_TEST_SERVERS=containers without a Docker engine).
-func Unavailable(reason string) { unavailable.Store(&reason) }
+// unavailable returns the reason of UnavailableEnv, "" if unset.
+func unavailable() string { return os.Getenv(UnavailableEnv) }
 
 // Missing reports a missing server: Fatal under CI, Skip otherwise.
 func Missing(t testing.TB, what, how string) {
 	t.Helper()
-	if r := unavailable.Load(); r != nil {
-		t.Skip(*r)
+	if r := unavailable(); r != "" {
+		t.Skip(r)
 	}
 	msg := fmt.Sprintf("%s not available (%s)", what, how)
 	if CI() {
@@ -60,8 +62,8 @@ func reachable(addr string) error {
 // default 127.0.0.1:9092).
 func KafkaBrokers(t testing.TB) []string {
 	t.Helper()
-	if r := unavailable.Load(); r != nil {
-		t.Skip(*r)
+	if r := unavailable(); r != "" {
+		t.Skip(r)
 	}
 	brokers := strings.Split(env("CLICKREC_TEST_KAFKA_BROKERS", "127.0.0.1:9092"), ",")
 	if err := reachable(brokers[0]); err != nil {
@@ -74,8 +76,8 @@ func KafkaBrokers(t testing.TB) []string {
 // default 127.0.0.1:6379).
 func RedisAddr(t testing.TB) string {
 	t.Helper()
-	if r := unavailable.Load(); r != nil {
-		t.Skip(*r)
+	if r := unavailable(); r != "" {
+		t.Skip(r)
 	}
 	addr := env("CLICKREC_TEST_REDIS_ADDR", "127.0.0.1:6379")
 	if err := reachable(addr); err != nil {
@@ -88,8 +90,8 @@ func RedisAddr(t testing.TB) string {
 // default 127.0.0.1:7233).
 func TemporalAddr(t testing.TB) string {
 	t.Helper()
-	if r := unavailable.Load(); r != nil {
-		t.Skip(*r)
+	if r := unavailable(); r != "" {
+		t.Skip(r)
 	}
 	addr := env("CLICKREC_TEST_TEMPORAL_ADDR", "127.0.0.1:7233")
 	if err := reachable(addr); err != nil {

@@ -1,7 +1,15 @@
-package web
+// Package browsertest drives clickrec's storefront page in headless Chromium.
+// It is a module of its own (web/browsertest/go.mod) so that chromedp, which
+// only this test needs, stays out of clickrec's go.mod. The storefront it
+// drives is package web's test pipeline, served by web's test binary (see
+// TestServeStorefront in web/storefront_test.go).
+package browsertest
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +23,17 @@ import (
 
 	"github.com/clickrec/clickrec/internal/testenv"
 )
+
+// repoRoot is the clickrec repository (the main module), two levels up from
+// this package.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
 
 // chromium returns the path of a Chromium (or Chrome) binary:
 // CLICKREC_CHROMIUM, else the first of chromium, chromium-browser,
@@ -39,7 +58,7 @@ func artifactDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("CLICKREC_TEST_ARTIFACTS")
 	if dir == "" {
-		dir = filepath.Join("..", "out", "web")
+		dir = filepath.Join(repoRoot(t), "out", "web")
 	}
 	dir, err := filepath.Abs(dir)
 	if err == nil {
@@ -49,6 +68,80 @@ func artifactDir(t *testing.T) string {
 		t.Fatalf("artifact directory: %v", err)
 	}
 	return dir
+}
+
+// storefront is what package web's TestServeStorefront serves.
+type storefront struct {
+	Base         string `json:"base"`          // http://127.0.0.1:port
+	ModelVersion string `json:"model_version"` // of the random model the hot path serves
+}
+
+// startStorefront builds package web's test binary and runs its
+// TestServeStorefront: the embedded broker, a hot path worker and the web
+// server of web's end-to-end tests. It stops when the test ends (standard
+// input closed; killed if it has not exited 30 s later).
+func startStorefront(t *testing.T) storefront {
+	t.Helper()
+	root := repoRoot(t)
+	bin := filepath.Join(t.TempDir(), "web.test")
+	build := exec.Command("go", "test", "-c", "-o", bin, "./web")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test -c ./web: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-test.run", "^TestServeStorefront$", "-test.count", "1")
+	cmd.Dir = filepath.Join(root, "web")
+	cmd.Env = append(os.Environ(), "CLICKREC_WEB_STOREFRONT=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the storefront: %v", err)
+	}
+	found := make(chan storefront, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if js, ok := strings.CutPrefix(line, "storefront "); ok {
+				var s storefront
+				if json.Unmarshal([]byte(js), &s) == nil {
+					found <- s
+					continue
+				}
+			}
+			t.Logf("[storefront] %s", line)
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the storefront did not stop within 30 s of closing its input")
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = cmd.Wait()
+	})
+	select {
+	case s := <-found:
+		return s
+	case <-done:
+		t.Fatal("the storefront exited before serving")
+	case <-time.After(60 * time.Second):
+		t.Fatal("the storefront did not start within 60 s")
+	}
+	return storefront{}
 }
 
 // TestStorefrontInBrowser loads the storefront in headless Chromium against
@@ -61,7 +154,7 @@ func TestStorefrontInBrowser(t *testing.T) {
 		t.Skip("drives a browser; skipped with -short")
 	}
 	exe := chromium(t)
-	p := startPipeline(t, nil)
+	p := startStorefront(t)
 
 	actx, cancelAlloc := chromedp.NewExecAllocator(testenv.Context(t, 50*time.Second),
 		chromedp.ExecPath(exe),
@@ -129,7 +222,7 @@ func TestStorefrontInBrowser(t *testing.T) {
 
 	start := time.Now()
 	do("loading the page",
-		chromedp.Navigate(p.base+"/"),
+		chromedp.Navigate(p.Base+"/"),
 		chromedp.WaitVisible(css(`#grid .product`)),
 		chromedp.WaitVisible(css(`body[data-stream="open"]`)), // the stream is subscribed
 	)
@@ -158,7 +251,7 @@ func TestStorefrontInBrowser(t *testing.T) {
 	}
 	t.Logf("view of item %s → panel after %v: %d items, latency %q, strategy %q, model %q",
 		firstItem, time.Since(start).Round(time.Millisecond), recs, latency, strategy, modelVersion)
-	if before != "–" || !strings.HasSuffix(latency, " ms") || recs != 10 || strategy != "model" || modelVersion != testModelVersion || updates != "1" || recEvent == "" {
+	if before != "–" || !strings.HasSuffix(latency, " ms") || recs != 10 || strategy != "model" || modelVersion != p.ModelVersion || updates != "1" || recEvent == "" {
 		t.Fatalf("after the click: latency %q (was %q), %d items, strategy %q, model %q, updates %q, event %q", latency, before, recs, strategy, modelVersion, updates, recEvent)
 	}
 	if attr(`#recs li.rec`, "data-item") == firstItem {
