@@ -163,21 +163,11 @@ func CheckDrift(ctx workflow.Context, params DriftParams) (*DriftResult, error) 
 		return nil, err
 	}
 	now := workflow.Now(ctx)
-	to := drift.LiveMinute(now)
-	from := to - max(1, int64(p.Window/time.Minute)) + 1
-	quick := func(summary string) workflow.Context {
-		return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: 2 * time.Minute,
-			RetryPolicy:         retryQuick,
-			Summary:             summary,
-		})
-	}
-	var rep DriftReport
-	if err := workflow.ExecuteActivity(quick(fmt.Sprintf("compare the last %v of live profiles", p.Window)), a.MeasureDrift,
-		MeasureInput{FromMinute: from, ToMinute: to, MinSamples: p.MinSamples}).Get(ctx, &rep); err != nil {
+	rep, err := measureLiveDrift(ctx, p, now)
+	if err != nil {
 		return nil, err
 	}
-	res.Report = &rep
+	res.Report = rep
 	if len(rep.Alerting) == 0 {
 		res.Detail = "no feature drifted"
 		if rep.Note != "" {
@@ -188,28 +178,64 @@ func CheckDrift(ctx workflow.Context, params DriftParams) (*DriftResult, error) 
 	summary := rep.Summary()
 	workflow.SetCurrentDetails(ctx, "**drift** on "+rep.Version+": "+summary)
 	if !rep.PromotedAt.IsZero() && now.Sub(rep.PromotedAt) <= p.RecentPromotion {
-		reason := fmt.Sprintf("drift %v after its promotion: %s", now.Sub(rep.PromotedAt).Round(time.Second), summary)
-		var rb RollbackOutput
-		if err := workflow.ExecuteActivity(quick("roll back "+rep.Version), a.RollbackModel,
-			RollbackInput{Version: rep.Version, Reason: reason, Trigger: "drift"}).Get(ctx, &rb); err != nil {
+		done, err := rollBackDrifted(ctx, res, now, summary)
+		if err != nil {
 			return nil, err
 		}
-		res.Rollback = &rb
-		switch {
-		case rb.RolledBack:
-			res.Action, res.Detail = ActionRolledBack, fmt.Sprintf("rolled back %s to %s: %s", rep.Version, rb.Serving, reason)
-			return res, nil
-		case rb.Serving != rep.Version:
-			res.Action, res.Detail = ActionRollbackMissed, rb.Note
+		if done {
 			return res, nil
 		}
 		// Nothing served before it: retraining is all that is left.
 	}
-	retrain := p.Retrain
-	retrain.Reason = "drift on " + rep.Version + ": " + summary
-	var sr StartRetrainOutput
-	if err := workflow.ExecuteActivity(quick("start a retrain"), a.StartRetrain, StartRetrainInput{Params: retrain}).Get(ctx, &sr); err != nil {
+	if err := requestRetrain(ctx, res, p.Retrain, summary); err != nil {
 		return nil, err
+	}
+	return res, nil
+}
+
+// measureLiveDrift compares the live profiles of the last p.Window up to
+// now with the served version's reference profiles.
+func measureLiveDrift(ctx workflow.Context, p DriftParams, now time.Time) (*DriftReport, error) {
+	to := drift.LiveMinute(now)
+	from := to - max(1, int64(p.Window/time.Minute)) + 1
+	var rep DriftReport
+	if err := workflow.ExecuteActivity(quickActivity(ctx, fmt.Sprintf("compare the last %v of live profiles", p.Window)), a.MeasureDrift,
+		MeasureInput{FromMinute: from, ToMinute: to, MinSamples: p.MinSamples}).Get(ctx, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// rollBackDrifted rolls back the drifting, recently promoted version of
+// res.Report and records what happened in res; done is false if nothing
+// served before it, so that only retraining is left.
+func rollBackDrifted(ctx workflow.Context, res *DriftResult, now time.Time, summary string) (done bool, err error) {
+	rep := res.Report
+	reason := fmt.Sprintf("drift %v after its promotion: %s", now.Sub(rep.PromotedAt).Round(time.Second), summary)
+	var rb RollbackOutput
+	if err := workflow.ExecuteActivity(quickActivity(ctx, "roll back "+rep.Version), a.RollbackModel,
+		RollbackInput{Version: rep.Version, Reason: reason, Trigger: "drift"}).Get(ctx, &rb); err != nil {
+		return false, err
+	}
+	res.Rollback = &rb
+	switch {
+	case rb.RolledBack:
+		res.Action, res.Detail = ActionRolledBack, fmt.Sprintf("rolled back %s to %s: %s", rep.Version, rb.Serving, reason)
+		return true, nil
+	case rb.Serving != rep.Version:
+		res.Action, res.Detail = ActionRollbackMissed, rb.Note
+		return true, nil
+	}
+	return false, nil
+}
+
+// requestRetrain starts a RetrainModel run for the drift of res.Report
+// (StartRetrain: none if one runs already) and records which in res.
+func requestRetrain(ctx workflow.Context, res *DriftResult, retrain RetrainParams, summary string) error {
+	retrain.Reason = "drift on " + res.Report.Version + ": " + summary
+	var sr StartRetrainOutput
+	if err := workflow.ExecuteActivity(quickActivity(ctx, "start a retrain"), a.StartRetrain, StartRetrainInput{Params: retrain}).Get(ctx, &sr); err != nil {
+		return err
 	}
 	res.Retrain = &sr
 	if sr.Started {
@@ -217,5 +243,5 @@ func CheckDrift(ctx workflow.Context, params DriftParams) (*DriftResult, error) 
 	} else {
 		res.Action, res.Detail = ActionRetrainRunning, fmt.Sprintf("%s (%s) is already running: %s", sr.WorkflowID, sr.RunID, summary)
 	}
-	return res, nil
+	return nil
 }
