@@ -89,6 +89,30 @@ func (a *Activities) slack() time.Duration {
 	return 10 * time.Minute
 }
 
+// maxHoldoutCases is MaxHoldoutCases or its default, 20,000.
+func (a *Activities) maxHoldoutCases() int {
+	if a.MaxHoldoutCases > 0 {
+		return a.MaxHoldoutCases
+	}
+	return 20000
+}
+
+// newScorer is NewScorer or its default, eval.GoScorer.
+func (a *Activities) newScorer() eval.NewScorerFunc {
+	if a.NewScorer != nil {
+		return a.NewScorer
+	}
+	return eval.GoScorer
+}
+
+// trainConfig is Train or its default, model.DefaultConfig().
+func (a *Activities) trainConfig() model.Config {
+	if a.Train.Factors == 0 {
+		return model.DefaultConfig()
+	}
+	return a.Train
+}
+
 func (a *Activities) log() *slog.Logger {
 	if a.Log != nil {
 		return a.Log

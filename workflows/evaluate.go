@@ -31,50 +31,22 @@ func (a *Activities) EvaluateHoldout(ctx context.Context, in EvaluateInput) (*Ev
 	if err != nil {
 		return nil, err
 	}
-	maxCases := a.MaxHoldoutCases
-	if maxCases <= 0 {
-		maxCases = 20000
-	}
-	cases := holdoutCases(hold, maxCases)
-	cand, _, err := model.Load(in.ModelDir)
-	if err != nil {
-		return nil, badInput("cannot load the candidate: %v", err)
-	}
-	newScorer := a.NewScorer
-	if newScorer == nil {
-		newScorer = eval.GoScorer
-	}
-	recs := map[string]eval.Recommender{}
-	cs, err := eval.NewServed(cand, newScorer)
-	if err != nil {
-		return nil, badInput("cannot score the candidate: %v", err)
-	}
-	defer cs.Close()
-	recs["candidate"] = cs
-
-	reg, err := a.registry()
+	cases := holdoutCases(hold, a.maxHoldoutCases())
+	cand, err := a.servedCandidate(in.ModelDir)
 	if err != nil {
 		return nil, err
 	}
+	defer cand.Close()
+	recs := map[string]eval.Recommender{"candidate": cand}
 	out := &EvaluateOutput{Metrics: HoldoutMetrics{Cases: len(cases)}}
-	if out.Current, err = reg.Current(ctx); err != nil {
+	current, cur, err := a.servedCurrent(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if out.Current != "" {
-		v, err := reg.Get(ctx, out.Current)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load the current version %s: %w", out.Current, err)
-		}
-		cur := new(model.Model)
-		if err := cur.UnmarshalBinary(v.Model); err != nil {
-			return nil, fmt.Errorf("cannot decode the current version %s: %w", out.Current, err)
-		}
-		ss, err := eval.NewServed(cur, newScorer)
-		if err != nil {
-			return nil, fmt.Errorf("cannot score the current version %s: %w", out.Current, err)
-		}
-		defer ss.Close()
-		recs["current"] = ss
+	out.Current = current
+	if cur != nil {
+		defer cur.Close()
+		recs["current"] = cur
 	}
 	if len(cases) == 0 {
 		return out, nil
@@ -90,6 +62,44 @@ func (a *Activities) EvaluateHoldout(ctx context.Context, in EvaluateInput) (*Ev
 		out.Metrics.Current = metricsMap(m)
 	}
 	return out, nil
+}
+
+// servedCandidate loads the candidate from modelDir and serves it through
+// the configured scorer.
+func (a *Activities) servedCandidate(modelDir string) (*eval.Served, error) {
+	m, _, err := model.Load(modelDir)
+	if err != nil {
+		return nil, badInput("cannot load the candidate: %v", err)
+	}
+	s, err := eval.NewServed(m, a.newScorer())
+	if err != nil {
+		return nil, badInput("cannot score the candidate: %v", err)
+	}
+	return s, nil
+}
+
+// servedCurrent loads the registry's current version and serves it through
+// the configured scorer; served is nil if no version serves.
+func (a *Activities) servedCurrent(ctx context.Context) (version string, served *eval.Served, err error) {
+	reg, err := a.registry()
+	if err != nil {
+		return "", nil, err
+	}
+	if version, err = reg.Current(ctx); err != nil || version == "" {
+		return version, nil, err
+	}
+	v, err := reg.Get(ctx, version)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot load the current version %s: %w", version, err)
+	}
+	m := new(model.Model)
+	if err := m.UnmarshalBinary(v.Model); err != nil {
+		return "", nil, fmt.Errorf("cannot decode the current version %s: %w", version, err)
+	}
+	if served, err = eval.NewServed(m, a.newScorer()); err != nil {
+		return "", nil, fmt.Errorf("cannot score the current version %s: %w", version, err)
+	}
+	return version, served, nil
 }
 
 func metricsMap(m eval.Metrics) map[string]float64 {

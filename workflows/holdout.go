@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/clickrec/clickrec/event"
@@ -17,6 +18,18 @@ import (
 type holdoutSession struct {
 	Items []int64      `json:"items"`
 	Types []event.Type `json:"types,omitempty"` // nil: all views
+}
+
+// splitHoldout keeps the most recent fraction of the sessions (at least
+// one; they are in start-time order) as the holdout and the rest for
+// training; too few sessions for both are NoData.
+func splitHoldout(sessions []model.Session, fraction float64) (train, hold []model.Session, err error) {
+	n := len(sessions)
+	nHold := max(1, int(math.Round(fraction*float64(n))))
+	if n-nHold < 1 {
+		return nil, nil, noData("%d sessions are too few to train on and hold some out", n)
+	}
+	return sessions[:n-nHold], sessions[n-nHold:], nil
 }
 
 func writeHoldout(path string, ss []model.Session) error {

@@ -3,7 +3,6 @@ package workflows
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -58,48 +57,62 @@ func (a *Activities) TrainCandidate(ctx context.Context, in TrainInput) (*TrainO
 	if err != nil {
 		return nil, noData("cannot read the training window: %v", err)
 	}
-	n := len(sessions)
-	nHold := max(1, int(math.Round(in.HoldoutFraction*float64(n))))
-	if n-nHold < 1 {
-		return nil, noData("%d sessions are too few to train on and hold some out", n)
+	train, hold, err := splitHoldout(sessions, in.HoldoutFraction)
+	if err != nil {
+		return nil, err
 	}
-	train, hold := sessions[:n-nHold], sessions[n-nHold:]
 	holdFile := filepath.Join(dir, fileHoldout)
 	if err := writeHoldout(holdFile, hold); err != nil {
 		return nil, err
 	}
-	cfg := a.Train
-	if cfg.Factors == 0 {
-		cfg = model.DefaultConfig()
-	}
-	stop := keepAlive(ctx, "training")
-	m, rep, err := model.Train(ctx, train, cfg, a.log().With("version", in.Version))
-	stop()
+	cfg := a.trainConfig()
+	m, rep, err := a.fit(ctx, in.Version, train, cfg)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, noData("cannot train: %v", err)
-	}
-	m.Version = in.Version
-	md := model.NewMetadata(m, cfg, rep, in.EventsFile)
-	md.Data = stats
-	if rep.Validation != nil {
-		md.OfflineMetrics = map[string]map[string]float64{"validation": rep.Validation}
+		return nil, err
 	}
 	modelDir := filepath.Join(dir, dirModel)
-	if err := model.Save(modelDir, m, md); err != nil {
-		return nil, fmt.Errorf("cannot save the candidate: %w", err)
+	if err := saveCandidate(modelDir, m, cfg, rep, in.EventsFile, stats); err != nil {
+		return nil, err
 	}
 	out = TrainOutput{
 		ModelDir: modelDir, HoldoutFile: holdFile,
-		Sessions: n, TrainSessions: len(train), HoldoutSessions: len(hold),
+		Sessions: len(sessions), TrainSessions: len(train), HoldoutSessions: len(hold),
 		Events: stats.Events, Items: m.NumItems(), Validation: rep.Validation, Seconds: rep.Seconds,
 	}
 	if err := writeJSON(filepath.Join(dir, fileTrained), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// fit trains the candidate version on the training sessions, heartbeating
+// while model.Train runs; a failed fit is NoData (nothing to learn from).
+func (a *Activities) fit(ctx context.Context, version string, train []model.Session, cfg model.Config) (*model.Model, *model.Report, error) {
+	stop := keepAlive(ctx, "training")
+	m, rep, err := model.Train(ctx, train, cfg, a.log().With("version", version))
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, noData("cannot train: %v", err)
+	}
+	m.Version = version
+	return m, rep, nil
+}
+
+// saveCandidate saves the trained candidate with model.Save, its metadata
+// naming the training data and model.Train's own validation metrics.
+func saveCandidate(modelDir string, m *model.Model, cfg model.Config, rep *model.Report, eventsFile string, stats model.DataStats) error {
+	md := model.NewMetadata(m, cfg, rep, eventsFile)
+	md.Data = stats
+	if rep.Validation != nil {
+		md.OfflineMetrics = map[string]map[string]float64{"validation": rep.Validation}
+	}
+	if err := model.Save(modelDir, m, md); err != nil {
+		return fmt.Errorf("cannot save the candidate: %w", err)
+	}
+	return nil
 }
 
 // ExportInput names the model to export.
