@@ -43,41 +43,59 @@ func (a *Activities) RegisterCandidate(ctx context.Context, in RegisterInput) (*
 	} else if !errors.Is(err, registry.ErrNotFound) {
 		return nil, err
 	}
-	m, md, err := model.Load(in.ModelDir)
+	v, err := candidateVersion(in)
 	if err != nil {
-		return nil, badInput("cannot load the candidate: %v", err)
+		return nil, err
 	}
-	if md.Version != in.Version {
-		return nil, badInput("the model in %s is version %q, not %q", in.ModelDir, md.Version, in.Version)
-	}
-	bin, err := m.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("cannot encode the candidate: %w", err)
-	}
-	onnxBytes, err := os.ReadFile(in.ONNXFile)
-	if err != nil {
-		return nil, badInput("ONNX file: %v", err)
-	}
-	ref, err := os.ReadFile(in.ReferenceFile)
-	if err != nil {
-		return nil, badInput("reference file: %v", err)
-	}
-	if md.OfflineMetrics == nil {
-		md.OfflineMetrics = map[string]map[string]float64{}
-	}
-	if in.Holdout.Candidate != nil {
-		md.OfflineMetrics["holdout"] = in.Holdout.Candidate
-	}
-	if in.Holdout.Current != nil {
-		md.OfflineMetrics["holdout_current"] = in.Holdout.Current
-	}
-	meta := registry.Metadata{Metadata: md, Holdout: in.Holdout.Candidate, Reference: json.RawMessage(ref)}
-	if err := reg.Register(ctx, registry.Version{Meta: meta, Model: bin, ONNX: onnxBytes}, in.Reason); errors.Is(err, registry.ErrInvalidReference) {
+	if err := reg.Register(ctx, v, in.Reason); errors.Is(err, registry.ErrInvalidReference) {
 		return nil, badInput("reference file %s: %v", in.ReferenceFile, err)
 	} else if err != nil {
 		return nil, err
 	}
 	return &RegisterOutput{}, nil
+}
+
+// candidateVersion reads what the registry stores of the candidate from
+// its files: the model (which must be in.Version), the ONNX graph, the
+// reference profiles and the metadata with the holdout metrics.
+func candidateVersion(in RegisterInput) (registry.Version, error) {
+	m, md, err := model.Load(in.ModelDir)
+	if err != nil {
+		return registry.Version{}, badInput("cannot load the candidate: %v", err)
+	}
+	if md.Version != in.Version {
+		return registry.Version{}, badInput("the model in %s is version %q, not %q", in.ModelDir, md.Version, in.Version)
+	}
+	bin, err := m.MarshalBinary()
+	if err != nil {
+		return registry.Version{}, fmt.Errorf("cannot encode the candidate: %w", err)
+	}
+	onnxBytes, err := os.ReadFile(in.ONNXFile)
+	if err != nil {
+		return registry.Version{}, badInput("ONNX file: %v", err)
+	}
+	ref, err := os.ReadFile(in.ReferenceFile)
+	if err != nil {
+		return registry.Version{}, badInput("reference file: %v", err)
+	}
+	addHoldoutMetrics(&md, in.Holdout)
+	meta := registry.Metadata{Metadata: md, Holdout: in.Holdout.Candidate, Reference: json.RawMessage(ref)}
+	return registry.Version{Meta: meta, Model: bin, ONNX: onnxBytes}, nil
+}
+
+// addHoldoutMetrics adds the holdout metrics of the candidate ("holdout")
+// and of the version serving then ("holdout_current") to md's offline
+// metrics.
+func addHoldoutMetrics(md *model.Metadata, h HoldoutMetrics) {
+	if md.OfflineMetrics == nil {
+		md.OfflineMetrics = map[string]map[string]float64{}
+	}
+	if h.Candidate != nil {
+		md.OfflineMetrics["holdout"] = h.Candidate
+	}
+	if h.Current != nil {
+		md.OfflineMetrics["holdout_current"] = h.Current
+	}
 }
 
 // PromoteInput names the version to serve.
