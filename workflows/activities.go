@@ -68,6 +68,7 @@ type Activities struct {
 // heartbeatEvery is how often long activities heartbeat.
 const heartbeatEvery = 5 * time.Second
 
+// topics is Topics or its default, kafkautil.DefaultTopics.
 func (a *Activities) topics() kafkautil.Topics {
 	if a.Topics.Events == "" {
 		return kafkautil.DefaultTopics
@@ -75,6 +76,7 @@ func (a *Activities) topics() kafkautil.Topics {
 	return a.Topics
 }
 
+// readIdle is ReadIdle or its default, 10 s.
 func (a *Activities) readIdle() time.Duration {
 	if a.ReadIdle > 0 {
 		return a.ReadIdle
@@ -82,6 +84,7 @@ func (a *Activities) readIdle() time.Duration {
 	return 10 * time.Second
 }
 
+// slack is TimestampSlack or its default, 10 minutes.
 func (a *Activities) slack() time.Duration {
 	if a.TimestampSlack > 0 {
 		return a.TimestampSlack
@@ -113,6 +116,7 @@ func (a *Activities) trainConfig() model.Config {
 	return a.Train
 }
 
+// log is Log or a logger that discards.
 func (a *Activities) log() *slog.Logger {
 	if a.Log != nil {
 		return a.Log
@@ -120,6 +124,8 @@ func (a *Activities) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// registry is the model registry in Redis; without a Redis client it is
+// a BadInput error.
 func (a *Activities) registry() (*registry.Registry, error) {
 	if a.Redis == nil {
 		return nil, temporal.NewNonRetryableApplicationError("the worker has no Redis client", ErrTypeBadInput, nil)
@@ -127,10 +133,14 @@ func (a *Activities) registry() (*registry.Registry, error) {
 	return registry.New(a.Redis), nil
 }
 
+// badInput is a non-retryable BadInput error: the input is wrong, and a
+// retry would not change that.
 func badInput(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeBadInput, nil)
 }
 
+// noData is a non-retryable NoData error: there is nothing to train on;
+// RetrainModel ends skipped.
 func noData(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeNoData, nil)
 }

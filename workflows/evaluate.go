@@ -102,6 +102,7 @@ func (a *Activities) servedCurrent(ctx context.Context) (version string, served 
 	return version, served, nil
 }
 
+// metricsMap is m by the metric names of HoldoutMetrics.
 func metricsMap(m eval.Metrics) map[string]float64 {
 	return map[string]float64{MetricHR20: m.HR20, MetricMRR20: m.MRR20, MetricHR10: m.HR10, MetricNDCG10: m.NDCG10}
 }

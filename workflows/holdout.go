@@ -32,6 +32,8 @@ func splitHoldout(sessions []model.Session, fraction float64) (train, hold []mod
 	return sessions[:n-nHold], sessions[n-nHold:], nil
 }
 
+// writeHoldout writes the holdout sessions to path, one holdoutSession
+// JSON line each.
 func writeHoldout(path string, ss []model.Session) error {
 	var b []byte
 	for _, s := range ss {
@@ -44,6 +46,8 @@ func writeHoldout(path string, ss []model.Session) error {
 	return writeFileAtomic(path, b)
 }
 
+// readHoldout reads the holdout sessions writeHoldout wrote; a missing or
+// malformed file is BadInput.
 func readHoldout(path string) ([]holdoutSession, error) {
 	f, err := os.Open(path)
 	if err != nil {

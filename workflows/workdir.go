@@ -33,6 +33,8 @@ func (a *Activities) versionDir(version string) (string, error) {
 	return filepath.Join(a.WorkDir, version), nil
 }
 
+// writeFileAtomic writes b to path through a synced temporary file and a
+// rename, so path is either absent or complete.
 func writeFileAtomic(path string, b []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -55,6 +57,7 @@ func writeFileAtomic(path string, b []byte) error {
 	return nil
 }
 
+// writeJSON writes v to path as indented JSON, atomically.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
