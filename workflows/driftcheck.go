@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/clickrec/clickrec/drift"
+	"github.com/clickrec/clickrec/model/registry"
 )
 
 // MeasureInput says which live profiles to compare with which reference.
@@ -104,30 +105,16 @@ func (a *Activities) MeasureDrift(ctx context.Context, in MeasureInput) (*DriftR
 		rep.Note = fmt.Sprintf("%s no longer serves (%s does)", in.Version, cur)
 		return rep, nil
 	}
-	md, err := reg.Meta(ctx, cur)
+	ref, note, err := servedReference(ctx, reg, cur)
 	if err != nil {
 		return nil, err
 	}
-	if len(md.Reference) == 0 {
-		rep.Note = cur + " has no reference profiles"
+	if note != "" {
+		rep.Note = note
 		return rep, nil
 	}
-	var ref drift.ReferenceSet // decoding validates it against the features counted
-	if err := json.Unmarshal(md.Reference, &ref); err != nil {
-		rep.Note = fmt.Sprintf("the reference profiles of %s are not usable: %v", cur, err)
-		return rep, nil
-	}
-	hist, err := reg.History(ctx, 1000)
-	if err != nil {
+	if rep.PromotedAt, err = promotedAt(ctx, reg, cur); err != nil {
 		return nil, err
-	}
-	for _, e := range hist {
-		if e.Version == cur && (e.Action == "promote" || e.Action == "rollback") {
-			if e.Action == "promote" {
-				rep.PromotedAt = e.Time
-			}
-			break
-		}
 	}
 	live, profiles, skipped, err := a.mergeLive(ctx, ref, in.FromMinute, in.ToMinute)
 	if err != nil {
@@ -143,6 +130,42 @@ func (a *Activities) MeasureDrift(ctx context.Context, in MeasureInput) (*DriftR
 	}
 	a.Metrics.setDrift(rep, time.Now())
 	return rep, nil
+}
+
+// servedReference returns the reference profiles of the served version,
+// or a note saying why there are none to compare with.
+func servedReference(ctx context.Context, reg *registry.Registry, version string) (ref drift.ReferenceSet, note string, err error) {
+	md, err := reg.Meta(ctx, version)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(md.Reference) == 0 {
+		return nil, version + " has no reference profiles", nil
+	}
+	// Decoding validates the set against the features counted.
+	if err := json.Unmarshal(md.Reference, &ref); err != nil {
+		return nil, fmt.Sprintf("the reference profiles of %s are not usable: %v", version, err), nil
+	}
+	return ref, "", nil
+}
+
+// promotedAt is when version was promoted, from the registry history; zero
+// if it serves again through a rollback (newer than its promotion), or
+// neither is among the last 1,000 entries.
+func promotedAt(ctx context.Context, reg *registry.Registry, version string) (time.Time, error) {
+	hist, err := reg.History(ctx, 1000)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, e := range hist {
+		if e.Version == version && (e.Action == "promote" || e.Action == "rollback") {
+			if e.Action == "promote" {
+				return e.Time, nil
+			}
+			break
+		}
+	}
+	return time.Time{}, nil
 }
 
 // mergeLive sums the live profiles of the minutes [from, to] across

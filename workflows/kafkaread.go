@@ -95,20 +95,7 @@ func timeRanges(ctx context.Context, adm *kadm.Client, w Window, slack time.Dura
 // the number of partitions that did not reach End.
 func readRanges(ctx context.Context, kc *kafkautil.Config, clientID string, ranges offsets[offsetRange], w Window, idle time.Duration,
 	fn func(*kgo.Record) error, progress func(next offsets[int64])) (incomplete int, err error) {
-	start := map[string]map[int32]kgo.Offset{}
-	left := 0
-	for t, ps := range ranges {
-		for p, r := range ps {
-			if r.Start >= r.End {
-				continue
-			}
-			if start[t] == nil {
-				start[t] = map[int32]kgo.Offset{}
-			}
-			start[t][p] = kgo.NewOffset().At(r.Start)
-			left++
-		}
-	}
+	start, left := startOffsets(ranges)
 	if left == 0 {
 		return 0, nil
 	}
@@ -132,14 +119,8 @@ func readRanges(ctx context.Context, kc *kafkautil.Config, clientID string, rang
 		if err := ctx.Err(); err != nil {
 			return left, err
 		}
-		var errs []error
-		fs.EachError(func(t string, p int32, e error) {
-			if !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
-				errs = append(errs, fmt.Errorf("cannot fetch %s/%d: %w", t, p, e))
-			}
-		})
-		if len(errs) > 0 {
-			return left, errors.Join(errs...)
+		if err := fetchErrors(fs); err != nil {
+			return left, err
 		}
 		if fs.NumRecords() == 0 && timedOut {
 			return left, nil
@@ -176,4 +157,35 @@ func readRanges(ctx context.Context, kc *kafkautil.Config, clientID string, rang
 		}
 	}
 	return 0, nil
+}
+
+// startOffsets is where the reader starts in each partition with offsets
+// left to read, and how many such partitions there are.
+func startOffsets(ranges offsets[offsetRange]) (start map[string]map[int32]kgo.Offset, left int) {
+	start = map[string]map[int32]kgo.Offset{}
+	for t, ps := range ranges {
+		for p, r := range ps {
+			if r.Start >= r.End {
+				continue
+			}
+			if start[t] == nil {
+				start[t] = map[int32]kgo.Offset{}
+			}
+			start[t][p] = kgo.NewOffset().At(r.Start)
+			left++
+		}
+	}
+	return start, left
+}
+
+// fetchErrors joins the errors of a poll, leaving out those of the poll's
+// own deadline or cancellation.
+func fetchErrors(fs kgo.Fetches) error {
+	var errs []error
+	fs.EachError(func(t string, p int32, e error) {
+		if !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
+			errs = append(errs, fmt.Errorf("cannot fetch %s/%d: %w", t, p, e))
+		}
+	})
+	return errors.Join(errs...)
 }
