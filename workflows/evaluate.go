@@ -57,9 +57,9 @@ func (a *Activities) EvaluateHoldout(ctx context.Context, in EvaluateInput) (*Ev
 	if err != nil {
 		return nil, fmt.Errorf("cannot evaluate: %w", err)
 	}
-	out.Metrics.Candidate = metricsMap(res.Models["candidate"])
+	out.Metrics.Candidate = res.Models["candidate"].Map()
 	if m, ok := res.Models["current"]; ok {
-		out.Metrics.Current = metricsMap(m)
+		out.Metrics.Current = m.Map()
 	}
 	return out, nil
 }
@@ -100,9 +100,4 @@ func (a *Activities) servedCurrent(ctx context.Context) (version string, served 
 		return "", nil, fmt.Errorf("cannot score the current version %s: %w", version, err)
 	}
 	return version, served, nil
-}
-
-// metricsMap is m by the metric names of HoldoutMetrics.
-func metricsMap(m eval.Metrics) map[string]float64 {
-	return map[string]float64{MetricHR20: m.HR20, MetricMRR20: m.MRR20, MetricHR10: m.HR10, MetricNDCG10: m.NDCG10}
 }
