@@ -84,10 +84,7 @@ func (w *redisWriter) enqueue(effects map[string]redisEffect) {
 	n := len(w.pending)
 	w.mu.Unlock()
 	w.m.redisQueue.Set(float64(n))
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.signal()
 }
 
 // enqueueMissing hands over the effects of users not already waiting: a
@@ -97,15 +94,12 @@ func (w *redisWriter) enqueueMissing(effects map[string]redisEffect) {
 	if len(effects) == 0 {
 		return
 	}
-	w.mu.Lock()
-	for u, e := range effects {
-		if _, ok := w.pending[u]; !ok {
-			w.pending[u] = e
-		}
-	}
-	n := len(w.pending)
-	w.mu.Unlock()
-	w.m.redisQueue.Set(float64(n))
+	w.requeue(effects)
+	w.signal()
+}
+
+// signal wakes the writer if it waits.
+func (w *redisWriter) signal() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -189,7 +183,8 @@ func (w *redisWriter) flush(ctx context.Context) error {
 	}
 }
 
-// requeue puts a failed batch back unless a newer effect arrived meanwhile.
+// requeue puts effects back (a failed batch, restored users) unless a newer
+// effect of the same user is waiting.
 func (w *redisWriter) requeue(batch map[string]redisEffect) {
 	w.mu.Lock()
 	for u, e := range batch {
