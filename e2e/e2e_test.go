@@ -26,6 +26,13 @@ import (
 var clickrecBin string
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv("CLICKREC_TEST_SERVERS"); v == "containers" {
+		// The variable's old meaning: containers started from here. They are
+		// now started by a runner around go test; running without it would
+		// silently test against whatever runs locally.
+		fmt.Fprintln(os.Stderr, "CLICKREC_TEST_SERVERS=containers is gone: run scripts/task test:containers (internal/testenv/containers starts the servers and runs go test ./e2e)")
+		os.Exit(2)
+	}
 	dir, err := os.MkdirTemp("", "clickrec-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
