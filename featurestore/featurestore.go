@@ -8,11 +8,22 @@
 // another.
 package featurestore
 
-// UserKey is the Redis key of a user's feature store entry, a hash with fields
-// events (JSON array, newest last), features (JSON), recs (the latest
-// recommendation record), born and seq. The braces make the user id the
-// key's hash tag.
+// UserKey is the Redis key of a user's feature store entry, a hash with the
+// fields below. The braces make the user id the key's hash tag.
 func UserKey(user string) string { return "user:{" + user + "}" }
+
+// The fields of a user's entry (UserKey).
+const (
+	FieldEvents   = "events"   // the recent events, a JSON array, newest last
+	FieldFeatures = "features" // the session features, a JSON object
+	FieldRecs     = "recs"     // the latest recommendation record (wire.Recommendation)
+	// FieldBorn and FieldSeq order the writes: born is the event time (ms)
+	// of the user's first event since they were last forgotten, seq counts
+	// their events since. A write or delete acts only if its (born, seq) is
+	// not older than the stored one.
+	FieldBorn = "born"
+	FieldSeq  = "seq"
+)
 
 // RecsChannelPrefix starts the name of every RecsChannel.
 const RecsChannelPrefix = "recs:"

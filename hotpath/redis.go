@@ -28,8 +28,8 @@ type redisEffect struct {
 // the partition cannot overwrite what the new owner wrote, and an old
 // incarnation's expiry cannot delete a user who came back (born later).
 const redisNewer = `
-local born = tonumber(redis.call('HGET', KEYS[1], 'born') or '0')
-local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local born = tonumber(redis.call('HGET', KEYS[1], '` + featurestore.FieldBorn + `') or '0')
+local cur = tonumber(redis.call('HGET', KEYS[1], '` + featurestore.FieldSeq + `') or '0')
 local b, s = tonumber(ARGV[1]), tonumber(ARGV[2])
 if b < born or (b == born and s < cur) then return 0 end
 `
@@ -37,8 +37,8 @@ if b < born or (b == born and s < cur) then return 0 end
 // writeIfNewer stores a user's entry: ARGV born, seq, features, events, recs
 // (empty: keep the stored ones), TTL in ms, user id.
 var writeIfNewer = redis.NewScript(redisNewer + `
-redis.call('HSET', KEYS[1], 'born', ARGV[1], 'seq', ARGV[2], 'features', ARGV[3], 'events', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'recs', ARGV[5]) end
+redis.call('HSET', KEYS[1], '` + featurestore.FieldBorn + `', ARGV[1], '` + featurestore.FieldSeq + `', ARGV[2], '` + featurestore.FieldFeatures + `', ARGV[3], '` + featurestore.FieldEvents + `', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '` + featurestore.FieldRecs + `', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[5] ~= '' then redis.call('PUBLISH', '` + featurestore.RecsChannelPrefix + `' .. ARGV[7], ARGV[5]) end
 return 1

@@ -103,12 +103,12 @@ func (s *RedisStore) Close() error {
 
 // Latest implements Store.
 func (s *RedisStore) Latest(ctx context.Context, user string) ([]byte, error) {
-	return s.field(ctx, user, "recs")
+	return s.field(ctx, user, featurestore.FieldRecs)
 }
 
 // Events implements Store.
 func (s *RedisStore) Events(ctx context.Context, user string) ([]byte, error) {
-	return s.field(ctx, user, "events")
+	return s.field(ctx, user, featurestore.FieldEvents)
 }
 
 func (s *RedisStore) field(ctx context.Context, user, field string) ([]byte, error) {
