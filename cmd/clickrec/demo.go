@@ -98,9 +98,8 @@ no servers).`)
 	if err != nil {
 		return err
 	}
-	var demoModel *hotpath.Serving
 	if trainN > 0 && hf.model.file == "" && !hf.noModel {
-		if demoModel, err = trainDemoModel(ctx, shop, trainN, &hf.model, log); err != nil {
+		if hf.serving, err = trainDemoModel(ctx, shop, trainN, &hf.model, log); err != nil {
 			return err
 		}
 	}
@@ -111,9 +110,6 @@ no servers).`)
 	g.Go(func() error {
 		return serveHotpath(gctx, &hf, log, func(w *hotpath.Worker) {
 			w.SetPopularity(pop)
-			if demoModel != nil {
-				w.SetServing(demoModel)
-			}
 			close(workerReady)
 		})
 	})

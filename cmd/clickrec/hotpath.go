@@ -34,6 +34,9 @@ type hotpathFlags struct {
 	httpAddr string
 	pprof    bool
 	model    modelFlags
+	// serving, when set (the demo's model), is served instead of
+	// --model-dir or the registry's current version.
+	serving *hotpath.Serving
 }
 
 func (f *hotpathFlags) register(fs *cli.FlagSet) {
@@ -128,10 +131,15 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	if err != nil {
 		return err
 	}
-	if f.noModel {
+	switch {
+	case f.serving != nil:
+		w.SetServing(f.serving)
+	case f.noModel:
 		log.Info("no model (--no-model): serving the popularity fallback only")
-	} else if err := f.model.load(ctx, w, opts.Redis, log); err != nil {
-		return err
+	default:
+		if err := f.model.load(ctx, w, opts.Redis, log); err != nil {
+			return err
+		}
 	}
 	if ready != nil {
 		ready(w)
