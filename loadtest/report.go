@@ -392,126 +392,186 @@ type Report struct {
 func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA) *Report {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
+	a := newAnalysis(tr, plan, start, sla)
+	for i := range tr.ev {
+		a.add(&tr.ev[i])
+	}
+	return a.finish(judgePhases)
+}
+
+// analysis is one pass of analyze over the tracked events.
+type analysis struct {
+	tr      *Tracker
+	plan    *Plan
+	r       *Report
+	startNs int64
+
+	byStrategy []int64 // by Tracker.strategies index
+
+	// The timeline: one Point per bucket of intended send time, its
+	// latency percentiles from bh while the pass is in bucket cur.
+	bucket time.Duration
+	nb     int // buckets of the plan; pts may grow past them with late reads
+	pts    []Point
+	bh     *hdrhistogram.Histogram
+	cur    int
+
+	behind, toScored, scoredRead *hdrhistogram.Histogram
+
+	phases   []PhaseReport
+	phHist   []*hdrhistogram.Histogram
+	phLast   []int64 // the last send of each phase, since start
+	lastSent int64   // the last send, since start
+}
+
+func newAnalysis(tr *Tracker, plan *Plan, start time.Time, sla SLA) *analysis {
 	r := &Report{ExactlyOnce: true, hist: newLatencyHistogram(3), sla: sla, Unknown: tr.unknown, ReusedIDs: tr.reused,
 		Strategies: map[string]int64{}}
-	byStrategy := make([]int64, len(tr.strategies))
-	startNs := tr.Since(start)
 	d := plan.Duration()
 	r.DurationS = d.Seconds()
 	r.RateTarget = round3(plan.MeanRate())
 	r.RatePeak = round3(plan.PeakRate())
-
 	bucket := max(time.Second, (d/300+time.Second-1)/time.Second*time.Second)
 	r.BucketS = bucket.Seconds()
-	nb := int((d + bucket - 1) / bucket)
-	pts := make([]Point, nb)
-	bh := newLatencyHistogram(2)
-	cur := -1
-	flush := func() {
-		if cur >= 0 && cur < nb {
-			l := latencyOf(bh)
-			pts[cur].P50, pts[cur].P95, pts[cur].P99, pts[cur].Max = l.P50, l.P95, l.P99, l.Max
-		}
-		bh.Reset()
-	}
-	behind := newLatencyHistogram(2)
-	toScored, scoredRead := newLatencyHistogram(2), newLatencyHistogram(2)
-	phases := make([]PhaseReport, len(plan.Phases))
-	phHist := make([]*hdrhistogram.Histogram, len(plan.Phases))
-	phLast := make([]int64, len(plan.Phases))
+	a := &analysis{tr: tr, plan: plan, r: r, startNs: tr.Since(start), byStrategy: make([]int64, len(tr.strategies)),
+		bucket: bucket, nb: int((d + bucket - 1) / bucket), bh: newLatencyHistogram(2), cur: -1,
+		behind: newLatencyHistogram(2), toScored: newLatencyHistogram(2), scoredRead: newLatencyHistogram(2),
+		phases: make([]PhaseReport, len(plan.Phases)), phHist: make([]*hdrhistogram.Histogram, len(plan.Phases)),
+		phLast: make([]int64, len(plan.Phases)), lastSent: -1}
+	a.pts = make([]Point, a.nb)
 	for k, ph := range plan.Phases {
-		phases[k] = PhaseReport{Name: ph.Name, StartS: ph.Start.Seconds(), EndS: ph.End.Seconds(), RateTarget: round3(ph.Rate)}
-		phHist[k] = newLatencyHistogram(3)
-		phLast[k] = -1
+		a.phases[k] = PhaseReport{Name: ph.Name, StartS: ph.Start.Seconds(), EndS: ph.End.Seconds(), RateTarget: round3(ph.Rate)}
+		a.phHist[k] = newLatencyHistogram(3)
+		a.phLast[k] = -1
 	}
-	var lastSent int64 = -1
-	for i := range tr.ev {
-		e := &tr.ev[i]
-		dup := int64(max(e.n, 1) - 1)
-		r.Duplicates += dup
-		if e.expect == ExpectNone && e.n > 0 {
-			r.Unexpected++
+	return a
+}
+
+// add counts one event: sent, answered, doubled, unexpected, its kind, its
+// latency in the run, its phase and its timeline bucket.
+func (a *analysis) add(e *entry) {
+	r := a.r
+	dup := int64(max(e.n, 1) - 1)
+	r.Duplicates += dup
+	unexpected := e.expect == ExpectNone && e.n > 0
+	if unexpected {
+		r.Unexpected++
+	}
+	if e.warm {
+		r.Warmup.Sent++
+		r.Warmup.Duplicates += dup
+		if unexpected {
+			r.Warmup.Unexpected++
 		}
-		if e.warm {
-			r.Warmup.Sent++
-			r.Warmup.Duplicates += dup
-			if e.expect == ExpectNone && e.n > 0 {
-				r.Warmup.Unexpected++
-			}
-			continue
+		return
+	}
+	off := e.intended - a.startNs
+	k := a.plan.PhaseAt(time.Duration(off))
+	ph := &a.phases[k]
+	r.Sent++
+	ph.Sent++
+	r.Received += int64(e.n)
+	ph.Duplicates += dup
+	a.lastSent = max(a.lastSent, e.sent-a.startNs)
+	a.phLast[k] = max(a.phLast[k], e.sent-a.startNs)
+	recordNs(a.behind, max(e.sent-e.intended, 0))
+	b := a.bucketOf(off)
+	a.pts[b].Sent++
+	a.countKind(e, ph)
+	if e.expect == ExpectOne {
+		r.Expected++
+		ph.Expected++
+		if e.n == 0 {
+			r.Missing++
+			ph.Missing++
+			a.pts[b].Missing++
+		} else {
+			r.Matched++
 		}
-		off := e.intended - startNs
-		k := plan.PhaseAt(time.Duration(off))
-		ph := &phases[k]
-		r.Sent++
-		ph.Sent++
-		r.Received += int64(e.n)
-		ph.Duplicates += dup
-		lastSent = max(lastSent, e.sent-startNs)
-		phLast[k] = max(phLast[k], e.sent-startNs)
-		recordNs(behind, max(e.sent-e.intended, 0))
-		b := min(max(int(off/int64(bucket)), 0), nb-1)
-		if b != cur {
-			flush()
-			cur = b
+	}
+	if e.n > 0 {
+		a.byStrategy[e.strategy]++
+	}
+	if e.n > 0 && e.expect != ExpectNone {
+		a.addLatency(e, k)
+	}
+}
+
+// bucketOf returns the timeline bucket of an intended send time (since
+// start), closing the bucket the pass leaves.
+func (a *analysis) bucketOf(off int64) int {
+	b := min(max(int(off/int64(a.bucket)), 0), a.nb-1)
+	if b != a.cur {
+		a.closeBucket()
+		a.cur = b
+	}
+	return b
+}
+
+// closeBucket writes the latency percentiles of the bucket the pass is in.
+func (a *analysis) closeBucket() {
+	if a.cur >= 0 && a.cur < a.nb {
+		l := latencyOf(a.bh)
+		p := &a.pts[a.cur]
+		p.P50, p.P95, p.P99, p.Max = l.P50, l.P95, l.P99, l.Max
+	}
+	a.bh.Reset()
+}
+
+// countKind counts late and invalid events by what became of them.
+func (a *analysis) countKind(e *entry, ph *PhaseReport) {
+	r := a.r
+	switch e.kind {
+	case KindLate:
+		r.Late.Sent++
+		switch {
+		case e.expect == ExpectOne:
+			r.Late.WithinOutOfOrderness++
+		case e.n > 0:
+			r.Late.Beyond++
+			r.Late.BeyondWithOutput++
+		default:
+			r.Late.Beyond++
+			r.Late.BeyondWithoutOutput++
 		}
-		pts[b].Sent++
-		switch e.kind {
-		case KindLate:
-			r.Late.Sent++
-			if e.expect == ExpectOne {
-				r.Late.WithinOutOfOrderness++
-			} else {
-				r.Late.Beyond++
-				if e.n > 0 {
-					r.Late.BeyondWithOutput++
-				} else {
-					r.Late.BeyondWithoutOutput++
-				}
-			}
-		case KindInvalid:
-			r.Invalid.Sent++
-			if e.n > 0 {
-				r.Invalid.WithOutput++
-				ph.Unexpected++
-			}
-		}
-		if e.expect == ExpectOne {
-			r.Expected++
-			ph.Expected++
-			if e.n == 0 {
-				r.Missing++
-				ph.Missing++
-				pts[b].Missing++
-			} else {
-				r.Matched++
-			}
-		}
+	case KindInvalid:
+		r.Invalid.Sent++
 		if e.n > 0 {
-			byStrategy[e.strategy]++
-		}
-		if e.n > 0 && e.expect != ExpectNone {
-			lat := e.first - e.intended
-			recordNs(r.hist, lat)
-			if e.scored != 0 {
-				recordNs(toScored, e.scored-e.intended)
-				recordNs(scoredRead, e.first-e.scored)
-			}
-			recordNs(phHist[k], lat)
-			recordNs(bh, lat)
-			if rb := int((e.first - startNs) / int64(bucket)); rb >= 0 {
-				for rb >= len(pts) {
-					pts = append(pts, Point{})
-				}
-				pts[rb].Received++
-			}
+			r.Invalid.WithOutput++
+			ph.Unexpected++
 		}
 	}
-	flush()
+}
+
+// addLatency records an answered event's latency: overall, split at the
+// scoring, in its phase, in its bucket; and counts its answer in the bucket
+// it was read in.
+func (a *analysis) addLatency(e *entry, phase int) {
+	lat := e.first - e.intended
+	recordNs(a.r.hist, lat)
+	if e.scored != 0 {
+		recordNs(a.toScored, e.scored-e.intended)
+		recordNs(a.scoredRead, e.first-e.scored)
+	}
+	recordNs(a.phHist[phase], lat)
+	recordNs(a.bh, lat)
+	if rb := int((e.first - a.startNs) / int64(a.bucket)); rb >= 0 {
+		for rb >= len(a.pts) {
+			a.pts = append(a.pts, Point{})
+		}
+		a.pts[rb].Received++
+	}
+}
+
+// finish turns the pass's counts into the report: strategies and the model
+// share, the timeline, latencies, rates, and each phase (judged if asked).
+func (a *analysis) finish(judgePhases bool) *Report {
+	r, plan := a.r, a.plan
+	a.closeBucket()
 	var total int64
-	for i, n := range byStrategy {
+	for i, n := range a.byStrategy {
 		if n > 0 {
-			r.Strategies[tr.strategies[i]] = n
+			r.Strategies[a.tr.strategies[i]] = n
 			total += n
 		}
 	}
@@ -519,35 +579,36 @@ func analyze(tr *Tracker, plan *Plan, start time.Time, judgePhases bool, sla SLA
 		x := round3(float64(r.Strategies[hotpath.StrategyModel]) / float64(total))
 		r.ModelShare = &x
 	}
-	for i := range pts {
-		pts[i].TS = float64(i) * bucket.Seconds()
+	for i := range a.pts {
+		a.pts[i].TS = float64(i) * a.bucket.Seconds()
 	}
-	r.Timeline = pts
+	r.Timeline = a.pts
 	r.Latency = latencyOf(r.hist)
-	if toScored.TotalCount() > 0 {
-		r.Split = &Split{ToScored: latencyOf(toScored), ScoredRead: latencyOf(scoredRead)}
+	if a.toScored.TotalCount() > 0 {
+		r.Split = &Split{ToScored: latencyOf(a.toScored), ScoredRead: latencyOf(a.scoredRead)}
 	}
-	if lastSent >= 0 {
-		r.ElapsedS = round3(time.Duration(lastSent).Seconds())
-		r.RateAchieved = achieved(r.Sent, lastSent, d)
+	if a.lastSent >= 0 {
+		r.ElapsedS = round3(time.Duration(a.lastSent).Seconds())
+		r.RateAchieved = achieved(r.Sent, a.lastSent, plan.Duration())
 	}
-	r.Generator.BehindP99Ms = float64(behind.ValueAtPercentile(99)) / 1000
-	r.Generator.BehindMaxMs = float64(behind.Max()) / 1000
-	for k := range phases {
-		phases[k].Latency = latencyOf(phHist[k])
-		if phLast[k] >= 0 {
-			ph := plan.Phases[k]
-			phases[k].RateAchieved = achieved(phases[k].Sent, phLast[k]-int64(ph.Start), ph.End-ph.Start)
+	r.Generator.BehindP99Ms = float64(a.behind.ValueAtPercentile(99)) / 1000
+	r.Generator.BehindMaxMs = float64(a.behind.Max()) / 1000
+	for k := range a.phases {
+		ph := &a.phases[k]
+		ph.Latency = latencyOf(a.phHist[k])
+		if a.phLast[k] >= 0 {
+			p := plan.Phases[k]
+			ph.RateAchieved = achieved(ph.Sent, a.phLast[k]-int64(p.Start), p.End-p.Start)
 		}
-		phases[k].Partial = phases[k].Sent > 0 && phases[k].Sent < plan.first[k+1]-plan.first[k]
-		if judgePhases && phases[k].Sent > 0 && !phases[k].Partial { // a step never run or cut short is not judged
-			b := sla.judgePhase(&phases[k])
-			phases[k].Breaches = b
+		ph.Partial = ph.Sent > 0 && ph.Sent < plan.first[k+1]-plan.first[k]
+		if judgePhases && ph.Sent > 0 && !ph.Partial { // a step never run or cut short is not judged
+			b := r.sla.judgePhase(ph)
+			ph.Breaches = b
 			passed := len(b) == 0
-			phases[k].Passed = &passed
+			ph.Passed = &passed
 		}
 	}
-	r.Phases = phases
+	r.Phases = a.phases
 	return r
 }
 
