@@ -821,6 +821,21 @@ func (r *Report) WriteJSON(path string) error {
 func (r *Report) WriteText(w io.Writer) error {
 	var sb strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
+	r.writeRun(p)
+	r.writeLatency(p)
+	r.writeChaos(p)
+	r.writeMembership(p)
+	r.writePhases(p)
+	r.writeVerdict(p)
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// printer appends a formatted line (or part of one) to the summary.
+type printer func(format string, a ...any)
+
+// writeRun writes what ran and what was sent and answered.
+func (r *Report) writeRun(p printer) {
 	p("\nclickrec loadtest · %s · %s source · %s ev/s planned (peak %s) for %s\n",
 		r.Scenario, r.Source, thousands(r.RateTarget), thousands(r.RatePeak), time.Duration(r.DurationS*float64(time.Second)).Round(time.Millisecond))
 	p("  hot path ........ %s worker(s), %s, %s; group %s\n", r.workerCounts(), r.Workers.Mode, r.Workers.guarantee(), r.Group)
@@ -842,6 +857,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		p("  invalid events .. %d sent, %d wrongly answered\n", r.Invalid.Sent, r.Invalid.WithOutput)
 	}
 	p("  strategies ...... %s\n", r.strategyMix())
+}
+
+// writeLatency writes the latency, the machine, the latency split and the drain.
+func (r *Report) writeLatency(p printer) {
 	l := r.Latency
 	p("  latency (ms) .... p50 %.2f  p90 %.2f  p95 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%d, from intended send time to read_committed read)\n",
 		l.P50, l.P90, l.P95, l.P99, l.P999, l.Max, l.Count)
@@ -861,6 +880,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		drain = "INCOMPLETE: " + r.Drain.Detail
 	}
 	p("  drain ........... %s in %.0f ms\n", drain, r.Drain.TookMs)
+}
+
+// writeChaos writes the kills of the chaos scenario, if any.
+func (r *Report) writeChaos(p printer) {
 	if len(r.Kills) > 0 {
 		p("  chaos ........... %d SIGKILLs, %d restarts, %d unexpected exits:", len(r.Kills), r.Workers.Restarts, r.Workers.UnexpectedExits)
 		for _, k := range r.Kills {
@@ -872,6 +895,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("\n")
 	}
+}
+
+// writeMembership writes the membership changes of rolling and scale, if any.
+func (r *Report) writeMembership(p printer) {
 	if len(r.Membership) > 0 {
 		p("  membership ...... %d change(s), %d restart(s), %d unexpected exit(s); latency of the clicks due in the %v after each:\n",
 			len(r.Membership), r.Workers.Restarts, r.Workers.UnexpectedExits, AfterEventWindow)
@@ -895,6 +922,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			p(", %d running%s\n", m.Workers, m.After.describe())
 		}
 	}
+}
+
+// writePhases writes the ramp's steps, if more than one.
+func (r *Report) writePhases(p printer) {
 	if len(r.Phases) > 1 {
 		p("  phases:\n")
 		for _, ph := range r.Phases {
@@ -923,6 +954,10 @@ func (r *Report) WriteText(w io.Writer) error {
 				ph.Latency.P50, ph.Latency.P95, ph.Latency.P99, ph.Latency.Max, ph.Missing, ph.Duplicates, partial)
 		}
 	}
+}
+
+// writeVerdict writes the SLA, the notes, the plots and the verdict.
+func (r *Report) writeVerdict(p printer) {
 	if r.MaxRateMeetingSLA != nil {
 		p("  highest rate meeting the SLA: %s ev/s\n", thousands(*r.MaxRateMeetingSLA))
 	}
@@ -953,8 +988,6 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		p("  FAIL: %s\n", strings.Join(r.SLA.Breaches, "; "))
 	}
-	_, err := io.WriteString(w, sb.String())
-	return err
 }
 
 // describe formats a as an addition to an event's line.
