@@ -12,8 +12,9 @@ import (
 
 // The synthetic populations the false-alarm and detection tests draw from.
 // They mimic the standard features: a shop's category mix (3,000 categories,
-// share of rank r ∝ (r+2)^-1.1, which matches the Taobao slice in
-// ../shared/data: top-1 6.5 %, top-10 29 %, top-20 39 %, top-100 61 %), the
+// share of rank r ∝ (r+2)^-1.1, which matches the Taobao time slice that
+// scripts/data.sh provides: top-1 6.5 %, top-10 29 %, top-20 39 %, top-100
+// 61 %), the
 // event-type and strategy mixes, session lengths (a quarter of them 0 ms, the
 // one-event sessions, the rest log-normal around 2 min), events per window
 // and top-1 scores.

@@ -13,9 +13,9 @@ import (
 	"github.com/clickrec/clickrec/event"
 )
 
-// The full Taobao files (scripts/data.sh puts them in the module's data/,
-// from ../shared/data where it exists), and the slices of them committed in
-// testdata/ (provenance in testdata/PROVENANCE.md), relative to this package.
+// The full Taobao files (scripts/data.sh links or lists them in the
+// module's data/; the tests that need them skip without them), and the
+// slices of them committed in testdata/ (provenance in testdata/PROVENANCE.md), relative to this package.
 const (
 	timeSlice = "../data/taobao/UserBehavior.time-slice.csv.gz"
 	userTail  = "../data/taobao/UserBehavior.user-tail-10k.csv"
