@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,32 +15,6 @@ import (
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/registry"
 )
-
-// promoteBeforeScript is a go-redis hook that promotes version (through
-// another client) just before the first Lua script its own client runs: a
-// promotion landing between RollbackModel's judgement of what serves and
-// its write.
-type promoteBeforeScript struct {
-	other   *registry.Registry
-	version string
-	fired   atomic.Bool
-	err     error
-}
-
-func (h *promoteBeforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *promoteBeforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
-func (h *promoteBeforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := cmd.Name(); (n == "evalsha" || n == "eval") && h.fired.CompareAndSwap(false, true) {
-			_, h.err = h.other.Promote(ctx, h.version, "promoted by an operator")
-		}
-		return next(ctx, cmd)
-	}
-}
 
 // TestRollbackModelLeavesAnotherPromotion: the drift check judged v2, an
 // operator promotes v3 before the rollback writes; RollbackModel must report
@@ -59,7 +32,10 @@ func TestRollbackModelLeavesAnotherPromotion(t *testing.T) {
 	}
 	other := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
 	defer other.Close()
-	hook := &promoteBeforeScript{other: registry.New(other), version: "v3"}
+	hook := testenv.BeforeFirstScript(func(ctx context.Context) error {
+		_, err := registry.New(other).Promote(ctx, "v3", "promoted by an operator")
+		return err
+	})
 	hooked := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
 	defer hooked.Close()
 	hooked.AddHook(hook)
@@ -69,8 +45,8 @@ func TestRollbackModelLeavesAnotherPromotion(t *testing.T) {
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(acts)
 	rb := execute[RollbackOutput](t, env, acts.RollbackModel, RollbackInput{Version: "v2", Reason: "PSI 0.4", Trigger: "drift"})
-	require.NoError(t, hook.err)
-	require.True(t, hook.fired.Load(), "the promotion in between did not happen")
+	require.NoError(t, hook.Err())
+	require.True(t, hook.Fired(), "the promotion in between did not happen")
 
 	require.False(t, rb.RolledBack, "rolled back %+v", rb)
 	require.Equal(t, "v3", rb.Serving)

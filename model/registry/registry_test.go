@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,32 +131,6 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-// promoteBeforeScript is a go-redis hook that promotes version (through
-// another client) just before the first Lua script its own client runs: a
-// promotion landing between the moment a rollback's caller judged the current
-// version and the rollback's write.
-type promoteBeforeScript struct {
-	other   *Registry
-	version string
-	fired   atomic.Bool
-	err     error
-}
-
-func (h *promoteBeforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *promoteBeforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
-func (h *promoteBeforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := cmd.Name(); (n == "evalsha" || n == "eval") && h.fired.CompareAndSwap(false, true) {
-			_, h.err = h.other.Promote(ctx, h.version, "promoted by someone else")
-		}
-		return next(ctx, cmd)
-	}
-}
-
 // TestRollbackFrom rolls back only from the version the caller judged: a
 // promotion that lands in between is left serving, with the history and
 // the notification channel untouched.
@@ -200,8 +173,12 @@ func TestRollbackFrom(t *testing.T) {
 	if err != nil || judged != v2 {
 		t.Fatalf("current %q, %v; want %s", judged, err, v2)
 	}
-	hook := &promoteBeforeScript{other: New(redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})), version: v3}
-	defer hook.other.rc.Close()
+	other := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
+	defer other.Close()
+	hook := testenv.BeforeFirstScript(func(ctx context.Context) error {
+		_, err := New(other).Promote(ctx, v3, "promoted by someone else")
+		return err
+	})
 	hooked := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
 	defer hooked.Close()
 	hooked.AddHook(hook)
@@ -210,8 +187,8 @@ func TestRollbackFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = New(hooked).RollbackFrom(ctx, judged, "PSI 0.31 on category mix")
-	if hook.err != nil || !hook.fired.Load() {
-		t.Fatalf("the promotion in between did not happen: %v", hook.err)
+	if hook.Err() != nil || !hook.Fired() {
+		t.Fatalf("the promotion in between did not happen: %v", hook.Err())
 	}
 	published(v3)
 	var nc *NotCurrentError
