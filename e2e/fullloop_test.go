@@ -10,7 +10,6 @@ import (
 
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/featurestore"
-	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/wire"
 	"github.com/clickrec/clickrec/workflows"
@@ -75,8 +74,8 @@ func TestFullLoop(t *testing.T) {
 		ids = append(ids, id)
 	}
 	for _, r := range reader.await(t, ctx, ids...) {
-		if r.Strategy != hotpath.StrategyGlobalPopular || len(r.Items) != 0 || r.ModelVersion != "" {
-			t.Fatalf("before any table or model: recommendation %+v, want an empty %s", r, hotpath.StrategyGlobalPopular)
+		if r.Strategy != wire.StrategyGlobalPopular || len(r.Items) != 0 || r.ModelVersion != "" {
+			t.Fatalf("before any table or model: recommendation %+v, want an empty %s", r, wire.StrategyGlobalPopular)
 		}
 	}
 
@@ -173,7 +172,7 @@ func TestFullLoop(t *testing.T) {
 			t.Logf("cold start answered from the new table at attempt %d", attempt+1)
 			break
 		}
-		if cold.Strategy != hotpath.StrategyGlobalPopular {
+		if cold.Strategy != wire.StrategyGlobalPopular {
 			t.Fatalf("cold start without a table: %+v", cold)
 		}
 		select {
@@ -182,13 +181,13 @@ func TestFullLoop(t *testing.T) {
 		case <-time.After(200 * time.Millisecond): // the worker swaps tables between batches
 		}
 	}
-	if cold.Strategy != hotpath.StrategyCategoryPopular || !slices.Equal(itemIDs(cold), want) {
-		t.Fatalf("cold start in %s: %s %v, want %s %v (the category's top, then the global top)", cat, cold.Strategy, itemIDs(cold), hotpath.StrategyCategoryPopular, want)
+	if cold.Strategy != wire.StrategyCategoryPopular || !slices.Equal(itemIDs(cold), want) {
+		t.Fatalf("cold start in %s: %s %v, want %s %v (the category's top, then the global top)", cat, cold.Strategy, itemIDs(cold), wire.StrategyCategoryPopular, want)
 	}
 	// A new shopper in a category the table does not know gets the global top.
 	global := coldStart("fl-new-global", "fl-nowhere", 7999999)
-	if global.Strategy != hotpath.StrategyGlobalPopular || !slices.Equal(itemIDs(global), pop.Global[:min(10, len(pop.Global))]) {
-		t.Fatalf("cold start in an unknown category: %s %v, want %s %v", global.Strategy, itemIDs(global), hotpath.StrategyGlobalPopular, pop.Global)
+	if global.Strategy != wire.StrategyGlobalPopular || !slices.Equal(itemIDs(global), pop.Global[:min(10, len(pop.Global))]) {
+		t.Fatalf("cold start in an unknown category: %s %v, want %s %v", global.Strategy, itemIDs(global), wire.StrategyGlobalPopular, pop.Global)
 	}
 	// The feature store has the new shopper's recommendation too.
 	eventually(t, ctx, func() (bool, string) {

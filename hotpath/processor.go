@@ -26,13 +26,6 @@ const (
 	outcomeInvalid = "invalid"
 )
 
-// Strategies of a recommendation.
-const (
-	StrategyModel           = wire.StrategyModel
-	StrategyCategoryPopular = wire.StrategyCategoryPopular
-	StrategyGlobalPopular   = wire.StrategyGlobalPopular
-)
-
 // watermarkKey is the changelog key of a partition's watermark. User ids cannot
 // contain control characters (event.Validate), so it never collides with a user.
 const watermarkKey = "\x00watermark"
@@ -423,7 +416,7 @@ func (p *processor) scoreBatch() {
 		if pr.useModel {
 			recs := p.scored[j]
 			j++
-			strategy, version = StrategyModel, p.serving.Version
+			strategy, version = wire.StrategyModel, p.serving.Version
 			for _, r := range recs {
 				rec.Items = append(rec.Items, wire.Item{ItemID: p.serving.Model.ItemIDs[r.Index], Score: r.Score})
 			}

@@ -454,14 +454,14 @@ func TestScoringErrorServesFallback(t *testing.T) {
 	}
 	for _, r := range recs {
 		o := decodeRec(t, r)
-		if o.Strategy != StrategyGlobalPopular || len(o.Items) == 0 || o.Items[0].ItemID != 1005 {
+		if o.Strategy != wire.StrategyGlobalPopular || len(o.Items) == 0 || o.Items[0].ItemID != 1005 {
 			t.Fatalf("recommendation %s: strategy %s, items %v; want the global popular list", o.EventID, o.Strategy, o.Items)
 		}
 	}
 	// The next batch, with a working scorer, uses the model again.
 	p.serving = &Serving{Version: "ok", Model: m, Scorer: bruteScorer{m}}
 	out = run(t, p, part, rec("e3", "u1", event.View, 1003, "c1", ts+1))
-	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); o.Strategy != StrategyModel || p.scoreErr != nil {
+	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); o.Strategy != wire.StrategyModel || p.scoreErr != nil {
 		t.Fatalf("after recovery: strategy %s, scoreErr %v", o.Strategy, p.scoreErr)
 	}
 }

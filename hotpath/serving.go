@@ -9,6 +9,7 @@ import (
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // Serving is the model the hot path scores with: the catalogue, a scorer over it
@@ -29,7 +30,7 @@ type Serving struct {
 // which table supplied the first item.
 func fallback(p *featurestore.Popularity, category string, k int, bought []int64, current int64) ([]featurestore.Scored, string) {
 	if p == nil {
-		return nil, StrategyGlobalPopular
+		return nil, wire.StrategyGlobalPopular
 	}
 	out := make([]featurestore.Scored, 0, k)
 	skip := func(id int64) bool {
@@ -43,14 +44,14 @@ func fallback(p *featurestore.Popularity, category string, k int, bought []int64
 		}
 		return false
 	}
-	strategy := StrategyGlobalPopular
+	strategy := wire.StrategyGlobalPopular
 	for _, it := range p.ByCategory[category] {
 		if len(out) == k {
 			break
 		}
 		if !skip(it.ItemID) {
 			out = append(out, it)
-			strategy = StrategyCategoryPopular
+			strategy = wire.StrategyCategoryPopular
 		}
 	}
 	for _, it := range p.Global {

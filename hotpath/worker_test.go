@@ -241,7 +241,7 @@ func TestWorkerOutputs(t *testing.T) {
 			t.Fatalf("late event %s got a recommendation", id)
 		}
 	}
-	if o := byEvent["e2"]; o.Strategy != StrategyModel || len(o.Items) != 10 || o.ModelVersion != "test-v1" {
+	if o := byEvent["e2"]; o.Strategy != wire.StrategyModel || len(o.Items) != 10 || o.ModelVersion != "test-v1" {
 		t.Fatalf("e2: %+v, want 10 model items of test-v1", o)
 	}
 	for _, it := range byEvent["e2"].Items {
@@ -249,7 +249,7 @@ func TestWorkerOutputs(t *testing.T) {
 			t.Fatal("recommended the item being carted")
 		}
 	}
-	if o := byEvent["e3"]; o.Strategy != StrategyGlobalPopular || len(o.Items) != 10 {
+	if o := byEvent["e3"]; o.Strategy != wire.StrategyGlobalPopular || len(o.Items) != 10 {
 		t.Fatalf("e3 (unknown item, no history): %+v, want 10 popular items", o)
 	}
 	late := h.readUntil(h.topics.Late, 10*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
@@ -402,7 +402,7 @@ func TestWorkerAtLeastOnce(t *testing.T) {
 	seen := map[string]int{}
 	for _, r := range recs {
 		o := decodeRec(t, r)
-		if o.Strategy != StrategyModel || len(o.Items) != 10 {
+		if o.Strategy != wire.StrategyModel || len(o.Items) != 10 {
 			t.Fatalf("%s: %+v, want 10 model items", o.EventID, o)
 		}
 		seen[o.EventID]++
@@ -500,8 +500,8 @@ func restoreWaitsForOpenTransactions(t *testing.T, brokers []string) {
 	stop := h.startWorker("a", m)
 	h.produce(click("e1", "zed", event.View, 1001, "c1", base), click("e2", "zed", event.View, 1002, "c1", base+1))
 	recs := h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= 2 })
-	if o := decodeRec(t, recs[1]); o.Strategy != StrategyModel {
-		t.Fatalf("e2 with history: strategy %q, want %q", o.Strategy, StrategyModel)
+	if o := decodeRec(t, recs[1]); o.Strategy != wire.StrategyModel {
+		t.Fatalf("e2 with history: strategy %q, want %q", o.Strategy, wire.StrategyModel)
 	}
 	stop()
 
@@ -530,7 +530,7 @@ func restoreWaitsForOpenTransactions(t *testing.T, brokers []string) {
 	if err := <-committed; err != nil {
 		t.Fatalf("committing the other transaction: %v", err)
 	}
-	if o := decodeRec(t, recs[2]); o.EventID != "e3" || o.Strategy == StrategyModel {
+	if o := decodeRec(t, recs[2]); o.EventID != "e3" || o.Strategy == wire.StrategyModel {
 		t.Fatalf("%s: strategy %q; the restore missed the transaction that deleted zed's state", o.EventID, o.Strategy)
 	}
 }

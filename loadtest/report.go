@@ -14,7 +14,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/clickrec/clickrec/hotpath"
+	"github.com/clickrec/clickrec/wire"
 )
 
 // SLA holds the thresholds that decide a run's verdict and exit code. A zero
@@ -576,7 +576,7 @@ func (a *analysis) finish(judgePhases bool) *Report {
 		}
 	}
 	if total > 0 {
-		x := round3(float64(r.Strategies[hotpath.StrategyModel]) / float64(total))
+		x := round3(float64(r.Strategies[wire.StrategyModel]) / float64(total))
 		r.ModelShare = &x
 	}
 	for i := range a.pts {
@@ -750,7 +750,7 @@ func (r *Report) judgeModelShare(b []string) []string {
 	switch {
 	case r.ModelShare == nil:
 		return append(b, "no recommendation was read, so the model share could not be measured")
-	case r.Strategies[hotpath.StrategyModel] == 0:
+	case r.Strategies[wire.StrategyModel] == 0:
 		return append(b, fmt.Sprintf("no recommendation came from the model (%s), want ≥ %.0f%% with strategy model: did the workers load it? (see their logs)",
 			r.strategyMix(), 100*want))
 	case *r.ModelShare < want:
@@ -773,8 +773,8 @@ func (r *Report) strategyMix() string {
 	}
 	sort.Slice(names, func(i, j int) bool {
 		a, b := names[i], names[j]
-		if (a == hotpath.StrategyModel) != (b == hotpath.StrategyModel) {
-			return a == hotpath.StrategyModel
+		if (a == wire.StrategyModel) != (b == wire.StrategyModel) {
+			return a == wire.StrategyModel
 		}
 		if r.Strategies[a] != r.Strategies[b] {
 			return r.Strategies[a] > r.Strategies[b]

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/clickrec/clickrec/gen"
-	"github.com/clickrec/clickrec/hotpath"
 	"github.com/clickrec/clickrec/internal/cli"
+	"github.com/clickrec/clickrec/wire"
 )
 
 func TestClassify(t *testing.T) {
@@ -104,7 +104,7 @@ func strategyRun(t *testing.T, strategies func(i int) string) (*Tracker, *Plan, 
 	tr := NewTracker(origin, 200)
 	tr.Add("w-0", origin, origin, KindOK, ExpectOne, true)
 	tr.SealWarmup()
-	tr.ReceivedOutputs([]Output{{EventID: []byte("w-0"), Strategy: []byte(hotpath.StrategyModel)}}, origin.Add(time.Millisecond))
+	tr.ReceivedOutputs([]Output{{EventID: []byte("w-0"), Strategy: []byte(wire.StrategyModel)}}, origin.Add(time.Millisecond))
 	start := origin.Add(time.Second)
 	plan, err := SteadyPlan(100, time.Second)
 	if err != nil {
@@ -140,13 +140,13 @@ func TestModelShareVerdict(t *testing.T) {
 	// Only the popularity fallback answered, although a model was served.
 	fallback := func(i int) string {
 		if i%4 == 0 {
-			return hotpath.StrategyGlobalPopular
+			return wire.StrategyGlobalPopular
 		}
-		return hotpath.StrategyCategoryPopular
+		return wire.StrategyCategoryPopular
 	}
 	tr, plan, start := strategyRun(t, fallback)
 	r := judged(tr, plan, start, sla, true)
-	if want := map[string]int64{hotpath.StrategyCategoryPopular: 75, hotpath.StrategyGlobalPopular: 25}; !maps.Equal(r.Strategies, want) {
+	if want := map[string]int64{wire.StrategyCategoryPopular: 75, wire.StrategyGlobalPopular: 25}; !maps.Equal(r.Strategies, want) {
 		t.Fatalf("strategies %v, want %v (warm-up and duplicates excluded)", r.Strategies, want)
 	}
 	if r.ModelShare == nil || *r.ModelShare != 0 {
@@ -176,9 +176,9 @@ func TestModelShareVerdict(t *testing.T) {
 	// 60 of 100 from the model: passes at 50 %, fails at 70 %.
 	tr, plan, start = strategyRun(t, func(i int) string {
 		if i < 60 {
-			return hotpath.StrategyModel
+			return wire.StrategyModel
 		}
-		return hotpath.StrategyCategoryPopular
+		return wire.StrategyCategoryPopular
 	})
 	if r := judged(tr, plan, start, sla, true); !r.SLA.Passed || *r.ModelShare != 0.6 {
 		t.Fatalf("60%% model: share %v, verdict %+v", *r.ModelShare, r.SLA)

@@ -630,7 +630,7 @@ func TestBrokerPathOnly(t *testing.T) {
 	if !r.SLA.Passed || r.Model.Served || r.Model.Source != ModelNone || r.Redis.Used || r.SLA.Thresholds.MinModelShare != nil {
 		t.Fatalf("verdict %+v, model %+v, redis %+v", r.SLA, r.Model, r.Redis)
 	}
-	if r.Strategies[hotpath.StrategyModel] != 0 || r.Strategies[hotpath.StrategyGlobalPopular] != r.Matched {
+	if r.Strategies[wire.StrategyModel] != 0 || r.Strategies[wire.StrategyGlobalPopular] != r.Matched {
 		t.Fatalf("strategies %v, want all %d global_popular", r.Strategies, r.Matched)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/clickrec/clickrec/internal/kafkautil"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
+	"github.com/clickrec/clickrec/wire"
 )
 
 const testModelVersion = "test-random-v1"
@@ -198,7 +199,7 @@ func testEndToEnd(t *testing.T, rc *redis.Client) {
 		}
 		rec := awaitRec(t, rd, c.EventID)
 		t.Logf("click %d → recommendation over SSE in %v (strategy %s)", i+1, time.Since(start).Round(time.Microsecond), rec.Strategy)
-		if rec.UserID != user || rec.Strategy != hotpath.StrategyModel || rec.ModelVersion != testModelVersion || len(rec.Items) != 10 {
+		if rec.UserID != user || rec.Strategy != wire.StrategyModel || rec.ModelVersion != testModelVersion || len(rec.Items) != 10 {
 			t.Fatalf("recommendation %+v: want 10 items from %s", rec, testModelVersion)
 		}
 		for _, it := range rec.Items {
