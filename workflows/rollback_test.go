@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/clickrec/clickrec/internal/redisutil/redistest"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/model/registry"
@@ -32,7 +33,7 @@ func TestRollbackModelLeavesAnotherPromotion(t *testing.T) {
 	}
 	other := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
 	defer other.Close()
-	hook := testenv.BeforeFirstScript(func(ctx context.Context) error {
+	hook := redistest.BeforeFirstScript(func(ctx context.Context) error {
 		_, err := registry.New(other).Promote(ctx, "v3", "promoted by an operator")
 		return err
 	})

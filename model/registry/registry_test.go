@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickrec/clickrec/internal/redisutil/redistest"
 	"github.com/clickrec/clickrec/internal/testenv"
 	"github.com/clickrec/clickrec/model"
 )
@@ -175,7 +176,7 @@ func TestRollbackFrom(t *testing.T) {
 	}
 	other := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: rc.Options().DB})
 	defer other.Close()
-	hook := testenv.BeforeFirstScript(func(ctx context.Context) error {
+	hook := redistest.BeforeFirstScript(func(ctx context.Context) error {
 		_, err := New(other).Promote(ctx, v3, "promoted by someone else")
 		return err
 	})

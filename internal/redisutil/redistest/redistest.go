@@ -1,4 +1,6 @@
-package testenv
+// Package redistest holds Redis helpers for tests: hooks that put another
+// client's write into a race window, to prove compare-and-set scripts.
+package redistest
 
 import (
 	"context"
