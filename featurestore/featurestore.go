@@ -16,13 +16,25 @@ func UserKey(user string) string { return "user:{" + user + "}" }
 const (
 	FieldEvents   = "events"   // the recent events, a JSON array, newest last
 	FieldFeatures = "features" // the session features, a JSON object
-	FieldRecs     = "recs"     // the latest recommendation record (wire.Recommendation)
+	// FieldRecs is the last recommendation committed for the user on the
+	// recommendations topic in this incarnation (wire.Recommendation),
+	// byte for byte the record's value.
+	FieldRecs = "recs"
 	// FieldBorn and FieldSeq order the writes: born is the event time (ms)
 	// of the user's first event since they were last forgotten, seq counts
 	// their events since. A write or delete acts only if its (born, seq) is
 	// not older than the stored one.
 	FieldBorn = "born"
 	FieldSeq  = "seq"
+	// FieldRecSeq is the seq of the click FieldRecs answers. A write
+	// publishes on RecsChannel only when it stores a newer recommendation,
+	// so a replayed write does not push the same recommendation twice.
+	FieldRecSeq = "rseq"
+	// FieldGone marks a tombstone: the stream forgot the user (after
+	// --session-ttl). The entry then holds only FieldBorn, FieldSeq and
+	// FieldGone, until the TTL: it keeps a former owner's delayed write
+	// from bringing the user back. Readers treat it as absent.
+	FieldGone = "gone"
 )
 
 // RecsChannelPrefix starts the name of every RecsChannel.

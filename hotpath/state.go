@@ -358,6 +358,7 @@ func decodeState(id string, b []byte) (*userState, error) {
 type StateSummary struct {
 	User        string
 	Seq         uint64 // events applied to this user
+	Born        int64  // event time (ms) of this incarnation's first event
 	RecentItems []int64
 	LastEventMs int64
 }
@@ -372,7 +373,7 @@ func DecodeChangelog(key, value []byte) (s StateSummary, ok bool, err error) {
 	if err != nil {
 		return s, false, err
 	}
-	s = StateSummary{User: u.id, Seq: u.seq, LastEventMs: u.lastTs}
+	s = StateSummary{User: u.id, Seq: u.seq, Born: u.born, LastEventMs: u.lastTs}
 	for _, r := range u.recent {
 		s.RecentItems = append(s.RecentItems, r.item)
 	}
