@@ -54,6 +54,23 @@ const (
 	// ScenarioScale starts with the spawned workers, adds workers up to
 	// Config.ScaleTo and stops them again (see ScaleSchedule).
 	ScenarioScale = "scale"
+	// ScenarioRedisOutage is a steady run during which Redis is paused for
+	// Config.RedisOutage (DefaultRedisOutage unless given); the feature
+	// store must catch up after it (see CheckFeatureStore).
+	ScenarioRedisOutage = "redis-outage"
+)
+
+// DefaultRedisOutage is the length of the redis-outage scenario's outage.
+const DefaultRedisOutage = 5 * time.Second
+
+// CheckMode says whether the feature store is checked after the drain.
+type CheckMode uint8
+
+// Check modes (Config.CheckRedis).
+const (
+	CheckAuto CheckMode = iota // check when the spawned workers write Redis
+	CheckOn                    // check (running workers: the Redis at Config.Redis)
+	CheckOff                   // do not check
 )
 
 // Config is one load test run. Start from DefaultConfig.
@@ -73,8 +90,15 @@ type Config struct {
 	TaobaoFile string
 	Speedup    float64 // taobao time compression
 
-	WarmupEvents  int           // synthetic events sent and answered before measuring
-	WarmupRate    float64       // events/s of the warm-up
+	// The warm-up sends synthetic events at WarmupRate (0: the run's first
+	// phase's rate) until at least WarmupEvents were sent and answered and
+	// the p95 of the last WarmupSettle.Windows windows of WarmupWindow
+	// settled (see SettleRule), or for at most WarmupMax.
+	WarmupEvents  int
+	WarmupRate    float64
+	WarmupWindow  time.Duration
+	WarmupMax     time.Duration
+	WarmupSettle  SettleRule
 	ReadyTimeout  time.Duration // for workers to be ready and the warm-up to be answered
 	DrainTimeout  time.Duration // for the last recommendations after the last send
 	ProgressEvery time.Duration // progress log interval
@@ -111,6 +135,18 @@ type Config struct {
 	RestartEvery time.Duration // rolling: gracefully restart one worker this often
 	ScaleTo      int           // scale: workers at the peak (from SpawnWorkers, and back)
 
+	// CheckRedis: after the drain, compare every shopper's Redis entry with
+	// what Kafka committed (CheckFeatureStore), waiting up to
+	// CheckRedisTimeout for the asynchronous writes to converge. Any
+	// mismatch fails the run.
+	CheckRedis        CheckMode
+	CheckRedisTimeout time.Duration
+	// RedisOutage pauses Redis (CLIENT PAUSE ALL) for this long during the
+	// measured run, from RedisOutageAt (0: centred on the run's middle).
+	// 0: no outage, except in ScenarioRedisOutage (DefaultRedisOutage).
+	RedisOutage   time.Duration
+	RedisOutageAt time.Duration
+
 	OutOfOrderness time.Duration // the workers' bounded out-of-orderness (see Classify)
 	SLA            SLA
 	OutDir         string // worker logs, the trained model
@@ -135,7 +171,9 @@ func DefaultConfig() Config {
 		Rates: []float64{1000, 2000, 5000, 10000, 20000, 30000}, StepDuration: 20 * time.Second,
 		BurstRate: 10_000, BurstEvery: 15 * time.Second, BurstDuration: 2 * time.Second,
 		Shop: shop, TaobaoFile: gen.DefaultTaobaoFile, Speedup: 60,
-		WarmupEvents: 1000, WarmupRate: 1000, ReadyTimeout: 90 * time.Second, DrainTimeout: 60 * time.Second,
+		WarmupEvents: 1000, WarmupWindow: time.Second, WarmupMax: 60 * time.Second, WarmupSettle: DefaultSettleRule(),
+		CheckRedisTimeout: 30 * time.Second,
+		ReadyTimeout:      90 * time.Second, DrainTimeout: 60 * time.Second,
 		ProgressEvery:  5 * time.Second,
 		Kafka:          kafkautil.Config{Partitions: 4, ReplicationFactor: 1, DialTimeout: 10 * time.Second},
 		SpawnWorkers:   1,
@@ -154,13 +192,13 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	switch c.Scenario {
-	case ScenarioSteady, ScenarioLate, ScenarioChaos, ScenarioRolling, ScenarioScale:
+	case ScenarioSteady, ScenarioLate, ScenarioChaos, ScenarioRolling, ScenarioScale, ScenarioRedisOutage:
 	case ScenarioRamp, ScenarioBurst:
 		if c.Source != "synthetic" {
 			bad("scenario %s needs the synthetic source: the Taobao replay keeps its own timing", c.Scenario)
 		}
 	default:
-		bad("unknown scenario %q: want steady, ramp, burst, late, chaos, rolling or scale", c.Scenario)
+		bad("unknown scenario %q: want steady, ramp, burst, late, chaos, rolling, scale or redis-outage", c.Scenario)
 	}
 	if c.Source != "synthetic" && c.Source != "taobao" {
 		bad("unknown source %q: want synthetic or taobao", c.Source)
@@ -246,9 +284,16 @@ func (c *Config) Validate() error {
 	if c.SpawnWorkers > 0 && !c.NoRedis && c.Redis.Addr == "" {
 		bad("--redis-addr is empty: give the address of a redis-server, or --no-redis")
 	}
-	if c.WarmupEvents < 1 || !(c.WarmupRate > 0) {
-		bad("warm-up needs at least 1 event at a positive rate")
+	if c.WarmupEvents < 1 || !(c.WarmupRate >= 0) || math.IsInf(c.WarmupRate, 0) {
+		bad("warm-up needs at least 1 event at a positive rate (0: the run's)")
 	}
+	if c.WarmupWindow <= 0 || c.WarmupMax < c.WarmupWindow {
+		bad("the warm-up window (%v) must be positive and the maximum warm-up (%v) at least one window", c.WarmupWindow, c.WarmupMax)
+	}
+	if err := c.WarmupSettle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	c.validateRedisChecks(bad)
 	if c.ReadyTimeout <= 0 || c.DrainTimeout <= 0 {
 		bad("ready and drain timeouts must be positive")
 	}
@@ -262,6 +307,73 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// writesRedis reports whether the workers under test write a Redis the
+// load test knows: spawned ones unless NoRedis; running ones when asked to
+// check or pause it.
+func (c *Config) writesRedis() bool {
+	if c.SpawnWorkers > 0 {
+		return !c.NoRedis
+	}
+	return c.CheckRedis == CheckOn || c.outage() > 0
+}
+
+// checksRedis reports whether the feature store is checked after the drain.
+func (c *Config) checksRedis() bool {
+	switch c.CheckRedis {
+	case CheckOn:
+		return true
+	case CheckAuto:
+		return c.SpawnWorkers > 0 && !c.NoRedis
+	}
+	return false
+}
+
+// outage returns the length of the Redis outage (0: none).
+func (c *Config) outage() time.Duration {
+	if c.RedisOutage == 0 && c.Scenario == ScenarioRedisOutage {
+		return DefaultRedisOutage
+	}
+	return c.RedisOutage
+}
+
+// outageAt returns when the Redis outage begins in a run of length d.
+func (c *Config) outageAt(d time.Duration) time.Duration {
+	if c.RedisOutageAt > 0 {
+		return c.RedisOutageAt
+	}
+	return max(d-c.outage(), 0) / 2
+}
+
+// validateRedisChecks checks the feature-store check and the Redis outage.
+func (c *Config) validateRedisChecks(bad func(format string, a ...any)) {
+	noRedis := c.SpawnWorkers > 0 && c.NoRedis
+	if c.CheckRedis == CheckOn && noRedis {
+		bad("--check-redis checks the Redis the workers write: not with --no-redis")
+	}
+	if c.CheckRedis == CheckOn && c.Redis.Addr == "" {
+		bad("--check-redis needs --redis-addr, the Redis the workers write")
+	}
+	if c.CheckRedisTimeout <= 0 {
+		bad("the feature-store check's timeout must be positive, got %v", c.CheckRedisTimeout)
+	}
+	d := c.outage()
+	switch {
+	case d < 0 || c.RedisOutageAt < 0:
+		bad("--redis-outage (%v) and --redis-outage-at (%v) must not be negative", c.RedisOutage, c.RedisOutageAt)
+	case d == 0 && c.RedisOutageAt > 0:
+		bad("--redis-outage-at without --redis-outage (or --scenario redis-outage)")
+	case d == 0:
+	case noRedis:
+		bad("a Redis outage needs workers that write Redis: not with --no-redis")
+	case c.Redis.Addr == "":
+		bad("a Redis outage needs --redis-addr, the Redis the workers write")
+	case d%time.Millisecond != 0:
+		bad("--redis-outage must be whole milliseconds (CLIENT PAUSE takes ms), got %v", d)
+	case c.Source == "synthetic" && c.Scenario != ScenarioRamp && c.outageAt(c.Duration)+d >= c.Duration:
+		bad("the Redis outage (%v from %v) must end before the run does (%v)", d, c.outageAt(c.Duration), c.Duration)
+	}
 }
 
 // plan builds the schedule and the traffic source of the measured run.

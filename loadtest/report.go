@@ -356,11 +356,7 @@ type Report struct {
 
 	Late    LateReport    `json:"late"`
 	Invalid InvalidReport `json:"invalid"`
-	Warmup  struct {
-		Sent       int64 `json:"sent"`
-		Duplicates int64 `json:"duplicates"`
-		Unexpected int64 `json:"unexpected"`
-	} `json:"warmup"`
+	Warmup  WarmupReport  `json:"warmup"`
 
 	Latency   Latency         `json:"latency_ms"`
 	Split     *Split          `json:"latency_split_ms,omitempty"`
@@ -373,8 +369,13 @@ type Report struct {
 	Kills             []Kill        `json:"kills,omitempty"`
 	// Membership lists the changes of the rolling and scale scenarios.
 	Membership []MemberEvent `json:"membership,omitempty"`
-	BucketS    float64       `json:"bucket_s"`
-	Timeline   []Point       `json:"timeline"`
+	// RedisOutages lists the Redis outages (--redis-outage, redis-outage).
+	RedisOutages []Outage `json:"redis_outages,omitempty"`
+	// FeatureStore is the feature-store check after the drain (null: not
+	// checked).
+	FeatureStore *FeatureStoreCheck `json:"feature_store,omitempty"`
+	BucketS      float64            `json:"bucket_s"`
+	Timeline     []Point            `json:"timeline"`
 
 	SLA         Verdict  `json:"sla"`
 	Interrupted bool     `json:"interrupted,omitempty"`
@@ -822,9 +823,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	var sb strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
 	r.writeRun(p)
+	r.writeWarmup(p)
 	r.writeLatency(p)
 	r.writeChaos(p)
 	r.writeMembership(p)
+	r.writeFeatureStore(p)
 	r.writePhases(p)
 	r.writeVerdict(p)
 	_, err := io.WriteString(w, sb.String())
@@ -880,6 +883,51 @@ func (r *Report) writeLatency(p printer) {
 		drain = "INCOMPLETE: " + r.Drain.Detail
 	}
 	p("  drain ........... %s in %.0f ms\n", drain, r.Drain.TookMs)
+}
+
+// writeWarmup writes how long the warm-up took and why it ended.
+func (r *Report) writeWarmup(p printer) {
+	w := r.Warmup
+	if w.TookS == 0 {
+		return
+	}
+	how := "latency settled"
+	if !w.Settled {
+		how = "NOT settled (stopped at the maximum)"
+	}
+	p("  warm-up ......... %s clicks at %s ev/s in %.1f s, %s; p95 per %.0f s window: %s ms\n",
+		thousands(float64(w.Sent)), thousands(w.RateTarget), w.TookS, how, w.WindowS, p95List(w.WindowP95Ms))
+}
+
+// writeFeatureStore writes the Redis outages and the feature-store check.
+func (r *Report) writeFeatureStore(p printer) {
+	for _, o := range r.RedisOutages {
+		p("  redis outage .... %s from %.1f s", o.Method, o.AtS)
+		if o.EndS > 0 {
+			p(" to %.1f s", o.EndS)
+		}
+		if o.Note != "" {
+			p(": %s", o.Note)
+		}
+		p("%s\n", o.After.describe())
+	}
+	c := r.FeatureStore
+	if c == nil {
+		return
+	}
+	if c.Error != "" {
+		p("  feature store ... CHECK FAILED: %s\n", c.Error)
+		return
+	}
+	conv := fmt.Sprintf("not converged within %.0f s", c.TimeoutMs/1000)
+	if c.ConvergedMs != nil {
+		conv = fmt.Sprintf("converged %.0f ms after the drain", *c.ConvergedMs)
+	}
+	p("  feature store ... %s users (%s expired, %s with a recommendation): %s; %d mismatched at first, %s (%d rounds)\n",
+		thousands(float64(c.Users)), thousands(float64(c.Gone)), thousands(float64(c.WithRecs)), c.counts(), c.FirstMismatches, conv, c.Rounds)
+	for _, e := range c.Examples {
+		p("    %-11s %s: %s\n", e.Class, e.User, e.Why)
+	}
 }
 
 // writeChaos writes the kills of the chaos scenario, if any.

@@ -60,6 +60,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		return nil, err
 	}
 	m := r.measure(ctx)
+	m.fs = r.verifyFeatureStore(ctx, m)
 	return r.report(m), nil
 }
 
@@ -88,6 +89,7 @@ type runner struct {
 	workers    WorkerReport
 	modelRep   ModelReport
 	redisRep   RedisReport
+	warm       WarmupReport
 	sink       *gen.KafkaSink
 
 	closers []func()
@@ -141,7 +143,7 @@ func (r *runner) close() {
 // load test knows nothing of running workers' Redis.
 func (r *runner) checkFeatureStore(ctx context.Context) error {
 	r.redisRep = RedisReport{Detail: "running workers: not known to the load test"}
-	if !r.spawn {
+	if !r.spawn && !r.cfg.writesRedis() {
 		return nil
 	}
 	var err error
@@ -292,34 +294,6 @@ func (r *runner) startProducer() error {
 	return nil
 }
 
-// warmUp sends the warm-up clicks and waits until every one is answered:
-// every partition assigned, restored and answering before the clock starts.
-func (r *runner) warmUp(ctx context.Context) error {
-	cfg := &r.cfg
-	r.log.Info("loadtest warm-up", "events", cfg.WarmupEvents, "rate", cfg.WarmupRate, "topic", r.topics.Events, "group", cfg.Group)
-	wctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
-	defer cancel()
-	if _, err := gen.Run(wctx, gen.RunConfig{
-		Source: &trackingSource{src: r.warmSrc, tr: r.tr, outOfOrderness: cfg.OutOfOrderness, warm: true},
-		Pacer:  gen.NewPacer(r.clock, r.clock.Now(), gen.ConstantRate(cfg.WarmupRate)),
-		Sink:   r.sink, Count: int64(cfg.WarmupEvents),
-	}); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
-	r.tr.SealWarmup()
-	select {
-	case <-r.tr.WarmupDone():
-		return nil
-	case <-wctx.Done():
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		must, got := r.tr.WarmupProgress()
-		return fmt.Errorf("the hot path answered %d of %d warm-up events within %v (is it running, on topic %s, in group %s?%s)",
-			got, must, cfg.ReadyTimeout, r.topics.Events, cfg.Group, logHint(r.fleet))
-	}
-}
-
 // measured is what the measured run leaves for the report.
 type measured struct {
 	start       time.Time
@@ -331,8 +305,10 @@ type measured struct {
 	mu      sync.Mutex // guards the rest while the scenario's goroutines run
 	kills   []Kill
 	members []MemberEvent
-	extra   []string // problems that fail the run
-	stopped string   // why the ramp stopped before its last step
+	outages []Outage
+	fs      *FeatureStoreCheck // after the drain (nil: not checked)
+	extra   []string           // problems that fail the run
+	stopped string             // why the ramp stopped before its last step
 }
 
 // measure runs the measured part: the generator on the plan's schedule, with
@@ -390,7 +366,7 @@ func (r *runner) latencyWatch(ctx context.Context, side *sync.WaitGroup, start t
 
 // startChanges starts, in ops, the changes the scenario makes to the workers
 // while the generator runs (until gctx ends): the chaos scenario's kills, the
-// rolling and scale scenarios' membership changes.
+// rolling and scale scenarios' membership changes, and the Redis outage.
 func (r *runner) startChanges(ctx, gctx context.Context, ops *sync.WaitGroup, watch func(at time.Duration, what string), m *measured) {
 	if r.cfg.Scenario == ScenarioChaos {
 		ops.Go(func() {
@@ -406,6 +382,18 @@ func (r *runner) startChanges(ctx, gctx context.Context, ops *sync.WaitGroup, wa
 		changes = RollingSchedule(r.cfg.SpawnWorkers, r.cfg.RestartEvery, r.plan.Duration())
 	case ScenarioScale:
 		changes = ScaleSchedule(r.cfg.SpawnWorkers, r.cfg.ScaleTo, r.plan.Duration())
+	}
+	if d := r.cfg.outage(); d > 0 {
+		at := r.cfg.outageAt(r.plan.Duration())
+		ops.Go(func() {
+			o, e := runOutage(gctx, r.cfg.Redis, m.start, at, d, watch, r.log)
+			m.mu.Lock()
+			if o != nil {
+				m.outages = append(m.outages, *o)
+			}
+			m.extra = append(m.extra, e...)
+			m.mu.Unlock()
+		})
 	}
 	if len(changes) > 0 {
 		ops.Go(func() {
@@ -499,7 +487,14 @@ func (r *runner) report(m *measured) *Report {
 	rep.Drain = m.drain
 	rep.CPU = m.cpu
 	notes := r.afterChanges(m)
-	rep.Kills, rep.Membership = m.kills, m.members
+	rep.Kills, rep.Membership, rep.RedisOutages = m.kills, m.members, m.outages
+	rep.Warmup.TookS, rep.Warmup.RateTarget, rep.Warmup.Settled = r.warm.TookS, r.warm.RateTarget, r.warm.Settled
+	rep.Warmup.WindowS, rep.Warmup.WindowP95Ms = r.warm.WindowS, r.warm.WindowP95Ms
+	if rep.FeatureStore = m.fs; m.fs != nil {
+		if b := m.fs.breach(); b != "" {
+			extra = append(extra, b)
+		}
+	}
 	rep.Notes = append(r.notes, notes...)
 	if m.interrupted {
 		rep.Interrupted = true
@@ -529,6 +524,10 @@ func (r *runner) afterChanges(m *measured) (notes []string) {
 	}
 	for i := range m.kills {
 		m.kills[i].After = afterEvent(r.tr, m.start, time.Duration(m.kills[i].AtS*float64(time.Second)), r.plan.Duration(), recoverSLA)
+	}
+	for i := range m.outages {
+		o := &m.outages[i]
+		o.After = afterEvent(r.tr, m.start, time.Duration(o.AtS*float64(time.Second)), r.plan.Duration(), r.cfg.SLA)
 	}
 	for i := range m.members {
 		e := &m.members[i]

@@ -331,12 +331,21 @@ func (t *Tracker) Provisional(from, to int64) (n int64, p95, p99 time.Duration) 
 // are due in [from, to) (offsets since the origin): how many, how many are
 // not answered (yet), and the latencies of the answered ones.
 func (t *Tracker) Window(from, to int64) (clicks, unanswered int64, h *hdrhistogram.Histogram) {
+	return t.window(from, to, false)
+}
+
+// WarmWindow is Window of the warm-up events.
+func (t *Tracker) WarmWindow(from, to int64) (clicks, unanswered int64, h *hdrhistogram.Histogram) {
+	return t.window(from, to, true)
+}
+
+func (t *Tracker) window(from, to int64, warm bool) (clicks, unanswered int64, h *hdrhistogram.Histogram) {
 	h = newLatencyHistogram(3)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := searchIntended(t.ev, from); i < len(t.ev) && t.ev[i].intended < to; i++ {
 		e := &t.ev[i]
-		if e.warm || e.expect != ExpectOne {
+		if e.warm != warm || e.expect != ExpectOne {
 			continue
 		}
 		clicks++

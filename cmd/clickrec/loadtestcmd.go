@@ -65,9 +65,31 @@ Scenarios:
           the second: 1 -> 2 -> 3 -> 2 -> 1 at 1/4, 2/4 and 3/4 of the run
           and 5 s before its end (at 7/8 in a run under 40 s); the whole
           SLA applies
+  redis-outage  steady, pausing Redis (CLIENT PAUSE ALL) for --redis-outage
+          (5s unless given) in the middle of the run (--redis-outage-at);
+          the stream must not notice and the feature store must catch up
+  --redis-outage D adds the same outage to any other scenario (chaos,
+  rolling, scale, ...)
   rolling and scale report every change (when, which worker, how long its
   stop took, when the new process was ready) with the p99 and the maximum
-  latency of the clicks due in the 5 s after it; chaos does so for its kills
+  latency of the clicks due in the 5 s after it; chaos does so for its kills,
+  and every scenario for a Redis outage
+
+Warm-up: before the clock starts, synthetic clicks (another seed) at
+--warmup-rate (default the run's rate) until at least --warmup-events were
+sent and answered and the p95 of the last 3 one-second windows agree within
+20 % (or 2 ms): a broker started seconds before answers slower for its first
+10 s. At most --warmup-max (60s), then the run starts anyway with a warning.
+
+Feature-store check (--check-redis; on when spawned workers write Redis):
+after the drain it reads the changelog and recommendations topics from the
+start (read_committed) and every shopper's user:{id} hash from Redis, and
+counts the users whose entry matches what Kafka committed last, is stale
+(an older state or recommendation), missing, resurrected (a live entry of a
+user the stream expired) or unexpected (ahead of Kafka). Redis writes follow
+the commits asynchronously, so the users that do not match are read again
+until all do or --check-redis-timeout (30s) passes; any mismatch then fails
+the run. With running workers --check-redis checks the Redis at --redis-addr.
 
 Workers: with --spawn-workers N (default 1) the load test runs N
 "clickrec hotpath" child processes (--clickrec-bin, default this binary) on
@@ -105,6 +127,8 @@ Examples:
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --kill-every 10s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario rolling --restart-every 8s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario scale --duration 60s
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario redis-outage --duration 30s
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --redis-outage 5s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --source taobao --speedup 120`
 
 type loadtestFlags struct {
@@ -137,7 +161,7 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 		fs.Env(name, v)
 		f.envs[name] = v
 	}
-	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "steady, ramp, burst, late, chaos, rolling or scale (see above)")
+	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "steady, ramp, burst, late, chaos, rolling, scale or redis-outage (see above)")
 	env("scenario")
 	fs.StringVar(&c.Source, "source", c.Source, "traffic: synthetic (gen's shop, paced by --rate) or taobao (a time-compressed replay of --taobao-file, paced by --speedup; not with ramp or burst)")
 	env("source")
@@ -171,10 +195,12 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	env("taobao-file")
 	fs.Float64Var(&c.Speedup, "speedup", c.Speedup, "taobao: time compression (60 plays the 1.92 h slice in 1m55s at ~830 events/s mean)")
 	env("speedup")
-	fs.IntVar(&c.WarmupEvents, "warmup-events", c.WarmupEvents, "synthetic events sent before measuring; all must be answered first (proves every partition is assigned and restored)")
+	fs.IntVar(&c.WarmupEvents, "warmup-events", c.WarmupEvents, "the least synthetic events sent before measuring; all must be answered (proves every partition is assigned and restored), and the warm-up goes on until the latency has settled")
 	env("warmup-events")
-	fs.Float64Var(&c.WarmupRate, "warmup-rate", c.WarmupRate, "events per second of the warm-up")
+	fs.Float64Var(&c.WarmupRate, "warmup-rate", c.WarmupRate, "events per second of the warm-up (0: the run's rate, the first step's in a ramp)")
 	env("warmup-rate")
+	fs.DurationVar(&c.WarmupMax, "warmup-max", c.WarmupMax, "the longest warm-up: if the latency has not settled by then, the run starts anyway and the report warns")
+	env("warmup-max")
 	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", c.ReadyTimeout, "how long workers may take to become ready and answer the warm-up")
 	env("ready-timeout")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long to wait after the last send for the last recommendations")
@@ -214,6 +240,24 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	c.Redis.Register(fs)
 	fs.BoolVar(&c.NoRedis, "no-redis", false, "spawned workers run with --no-redis: no Redis feature store writes (and no check that Redis is up)")
 	env("no-redis")
+	fs.BoolFunc("check-redis", "after the drain, check that every shopper's Redis entry matches what Kafka committed; a mismatch fails the run (default true when spawned workers write Redis; with running workers it checks --redis-addr)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		c.CheckRedis = loadtest.CheckOff
+		if b {
+			c.CheckRedis = loadtest.CheckOn
+		}
+		return nil
+	})
+	env("check-redis")
+	fs.DurationVar(&c.CheckRedisTimeout, "check-redis-timeout", c.CheckRedisTimeout, "how long after the drain the Redis writes may take to match Kafka (the workers retry a failed write with up to 5s back-off)")
+	env("check-redis-timeout")
+	fs.DurationVar(&c.RedisOutage, "redis-outage", 0, "pause Redis (CLIENT PAUSE ALL) this long during the run, in any scenario (redis-outage: 5s unless given; 0: none)")
+	env("redis-outage")
+	fs.DurationVar(&c.RedisOutageAt, "redis-outage-at", 0, "when the Redis outage begins, since the start of the measured run (0: centred on the run's middle)")
+	env("redis-outage-at")
 	fs.DurationVar(&c.KillEvery, "kill-every", c.KillEvery, "chaos: SIGKILL a worker this often")
 	env("kill-every")
 	fs.BoolVar(&c.KillAll, "kill-all", false, "chaos: kill every worker at once instead of one at a time")

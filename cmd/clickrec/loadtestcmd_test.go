@@ -61,6 +61,18 @@ func TestLoadtestScenarioDefaults(t *testing.T) {
 	if f, err = parseLoadtest(t, "--scenario", "rolling", "--spawn-workers", "3", "--restart-every", "5s"); err != nil || f.cfg.SpawnWorkers != 3 || f.cfg.RestartEvery != 5*time.Second {
 		t.Fatalf("rolling with flags: %v %+v", err, f.cfg)
 	}
+	// redis-outage pauses Redis for 5 s in the middle of a steady run, and
+	// checks the feature store after it, as every run that writes Redis.
+	if f, err = parseLoadtest(t, "--scenario", "redis-outage", "--duration", "30s"); err != nil || f.cfg.RedisOutage != 0 || f.cfg.CheckRedis != loadtest.CheckAuto {
+		t.Fatalf("redis-outage: %v %+v", err, f.cfg)
+	}
+	if f, err = parseLoadtest(t, "--scenario", "chaos", "--redis-outage", "3s", "--redis-outage-at", "10s", "--check-redis=false"); err != nil ||
+		f.cfg.RedisOutage != 3*time.Second || f.cfg.RedisOutageAt != 10*time.Second || f.cfg.CheckRedis != loadtest.CheckOff {
+		t.Fatalf("chaos with a Redis outage: %v %+v", err, f.cfg)
+	}
+	if f, err = parseLoadtest(t, "--spawn-workers", "0", "--check-redis"); err != nil || f.cfg.CheckRedis != loadtest.CheckOn {
+		t.Fatalf("running workers with --check-redis: %v %+v", err, f.cfg)
+	}
 	if f, err = parseLoadtest(t, "--scenario", "scale"); err != nil || f.cfg.SpawnWorkers != 1 || f.cfg.ScaleTo != 3 || f.cfg.SLA != loadtest.DefaultSLA() {
 		t.Fatalf("scale: %v workers %d to %d SLA %+v", err, f.cfg.SpawnWorkers, f.cfg.ScaleTo, f.cfg.SLA)
 	}
@@ -94,6 +106,17 @@ func TestLoadtestUsageErrors(t *testing.T) {
 		{"--train-clicks", "1000", "--no-model"},
 		{"--sla-min-model-share", "1.5"},
 		{"--redis-addr", ""},
+		// The feature-store check and the Redis outage need a Redis.
+		{"--check-redis", "--no-redis"},
+		{"--scenario", "redis-outage", "--no-redis"},
+		{"--redis-outage", "5s", "--no-redis"},
+		{"--redis-outage", "5s", "--duration", "5s"},
+		{"--redis-outage", "-1s"},
+		{"--redis-outage-at", "3s"},
+		{"--redis-outage", "1500us"},
+		{"--check-redis-timeout", "0s"},
+		{"--check-redis=maybe"},
+		{"--warmup-max", "0s"},
 	} {
 		err := loadtestCommand(context.Background(), args, &bytes.Buffer{})
 		if cli.ExitCode(err) != 2 {
