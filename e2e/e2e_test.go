@@ -81,6 +81,7 @@ func startCmd(t *testing.T, name string, cmd *exec.Cmd, onLine func(string)) *pr
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 0, 64<<10), 16<<20) // a long line must not end the log
 		for sc.Scan() {
 			line := sc.Text()
 			if onLine != nil {

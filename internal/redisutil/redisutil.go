@@ -43,12 +43,21 @@ func (c *Config) Client() *redis.Client {
 	})
 }
 
-// Ping checks that Redis answers; its error names the flag to fix.
+// Ping checks that Redis answers, trying again for --redis-dial-timeout (a
+// process restarted during a short Redis outage or failover starts once it
+// is over); its error names the flag to fix.
 func Ping(ctx context.Context, c *Config, rc *redis.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
-	if err := rc.Ping(ctx).Err(); err != nil {
-		return cli.Usagef("cannot reach Redis at %s: %v (check --redis-addr / CLICKREC_REDIS_ADDR; start one with scripts/redis.sh start)", c.Addr, err)
+	for {
+		err := rc.Ping(ctx).Err()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return cli.Usagef("cannot reach Redis at %s within --redis-dial-timeout %v: %v (check --redis-addr / CLICKREC_REDIS_ADDR; start one with scripts/redis.sh start)", c.Addr, c.DialTimeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return nil
 }
