@@ -7,9 +7,10 @@ import (
 )
 
 // appendFeatures appends the user's session features as JSON: time per
-// category, recency, frequency and session length (R3). Recency is measured
-// against the partition's watermark, the event-time "now" of the stream.
-func (u *userState) appendFeatures(b []byte, wm int64) []byte {
+// category, recency, frequency and session length (R3). Recency is the time
+// between the user's two newest events, in event time (null with only one):
+// how long ago, when they last clicked, their click before was.
+func (u *userState) appendFeatures(b []byte) []byte {
 	b = append(b, `{"session_id":`...)
 	b = event.AppendJSONString(b, u.session)
 	b = append(b, `,"session_events":`...)
@@ -19,13 +20,11 @@ func (u *userState) appendFeatures(b []byte, wm int64) []byte {
 	b = append(b, `,"last_event_ms":`...)
 	b = strconv.AppendInt(b, u.lastTs, 10)
 	b = append(b, `,"recency_ms":`...)
-	rec := int64(0)
-	if wm > 0 && u.lastTs > wm {
-		rec = 0
-	} else if wm > 0 {
-		rec = wm - u.lastTs
+	if n := len(u.recent); n >= 2 {
+		b = strconv.AppendInt(b, u.recent[n-1].ts-u.recent[n-2].ts, 10)
+	} else {
+		b = append(b, "null"...)
 	}
-	b = strconv.AppendInt(b, rec, 10)
 	b = append(b, `,"events_total":`...)
 	b = strconv.AppendUint(b, u.seq, 10)
 	b = append(b, `,"time_per_category_ms":{`...)

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		e2e: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "recsys_hotpath_e2e_latency_seconds",
 			Help: "Input record timestamp to output committed, per on-time click.", Buckets: latencyBuckets}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "recsys_hotpath_events_total",
-			Help: "Input records by outcome: on_time, late_updated, too_late, invalid (counted when processed; aborted transactions reprocess)."}, []string{"outcome"}),
+			Help: "Input records by outcome: on_time, late_updated, too_late, invalid, replayed (at-least-once: already in the state, answered again, not applied again; counted when processed; aborted transactions reprocess)."}, []string{"outcome"}),
 		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "recsys_hotpath_dlq_total",
 			Help: "Invalid records sent to the dead-letter topic, by reason."}, []string{"reason"}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "recsys_hotpath_batch_size",

@@ -24,6 +24,10 @@ const (
 	outcomeLate    = "late_updated"
 	outcomeTooLate = "too_late"
 	outcomeInvalid = "invalid"
+	// outcomeReplayed: at-least-once mode read again a click its state holds
+	// already (the batch's offsets did not commit). Not applied twice; an
+	// on-time one is answered again, a duplicate that mode allows.
+	outcomeReplayed = "replayed"
 )
 
 // watermarkKey is the changelog key of a partition's watermark. User ids cannot
@@ -82,7 +86,9 @@ func (p *processor) rewriteRestored(n int) map[string]redisEffect {
 			id := part.rewrite[len(part.rewrite)-1]
 			part.rewrite = part.rewrite[:len(part.rewrite)-1]
 			if u := part.users.Get(id); u != nil { // nil: expired since
-				effects[id] = redisEffect{born: u.born, seq: u.seq, features: u.appendFeatures(nil, part.wm), events: u.appendRecentJSON(nil)}
+				e := redisEffect{born: u.born, seq: u.seq, features: u.appendFeatures(nil), events: u.appendRecentJSON(nil)}
+				e.recs, e.rseq = p.lastRecJSON(u, false)
+				effects[id] = e
 			}
 		}
 		if len(part.rewrite) == 0 {
@@ -265,6 +271,10 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 	}
 	onTime := ts >= part.wm
 	u := part.users.Get(c.UserID)
+	if u != nil && p.cfg.AtLeastOnce && r.Offset <= u.offset {
+		p.replayed(part, u, c, r)
+		return
+	}
 	if u == nil {
 		// A new incarnation: a user forgotten after --session-ttl who comes
 		// back is born later than the one forgotten (the TTL exceeds the
@@ -272,6 +282,7 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 		u = &userState{id: c.UserID, born: ts}
 		part.users.Add(u)
 	}
+	u.offset = r.Offset
 	u.dropClosedWindows(part.wm - p.cfg.AllowedLateness.Milliseconds() - p.cfg.Window.Milliseconds())
 	prevLast := u.lastTs
 	w := u.apply(c, p.cfg)
@@ -297,6 +308,20 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 			part.wm = wm
 			part.wmDirty = true
 		}
+	}
+}
+
+// replayed handles a click that u's state holds already: at-least-once mode
+// flushed the batch's changelog, then failed to commit its offsets, and a new
+// session reads the batch again over the restored state. Applying it twice
+// would count it twice (seq, windows, dwell); instead the state stays, and an
+// on-time click is answered again (its first answer may not have been
+// flushed: at-least-once duplicates, never loses).
+func (p *processor) replayed(part *partition, u *userState, c *event.Click, r *kgo.Record) {
+	p.m.events.WithLabelValues(outcomeReplayed).Inc()
+	if c.TimestampMs >= part.wm {
+		part.touched[u.id] = struct{}{} // its last recommendation changes
+		p.enqueueRec(part, u, c, r.Timestamp)
 	}
 }
 
@@ -448,12 +473,34 @@ func (p *processor) scoreBatch() {
 		// recommendations sees click→recommendation latency as now − timestamp.
 		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Recs), Key: p.keepString(pr.click.UserID), Value: val, Timestamp: pr.recordTs})
 		p.recordTimes = append(p.recordTimes, pr.recordTs)
-		if pr.seqAtTime == pr.user.seq { // the user's newest event in this batch: its recs are the latest
-			e := p.effects[pr.user.id]
-			e.recs = val
-			p.effects[pr.user.id] = e
-		}
+		// The batch's clicks are in offset order, so is this loop: the user's
+		// last recommendation here is the last the topic holds for them,
+		// whatever later (late) events the batch has.
+		u := pr.user
+		u.rec = appendLastRec(u.rec[:0], pr.seqAtTime, rec)
+		e := p.effects[u.id]
+		e.recs, e.rseq = val, pr.seqAtTime
+		p.effects[u.id] = e
 	}
+}
+
+// lastRecJSON returns u's last recommendation as its record's value (in the
+// transaction's arena if inArena, else a fresh slice) and the click number it
+// answers; nil if u has none.
+func (p *processor) lastRecJSON(u *userState, inArena bool) ([]byte, uint64) {
+	if len(u.rec) == 0 {
+		return nil, 0
+	}
+	seq, err := decodeLastRec(u.rec, u.id, &p.rec)
+	if err != nil { // decodeState does not look inside: a bug wrote it
+		slog.Error("the state's last recommendation does not decode; the feature store keeps the one it has", "user", u.id, "err", err)
+		return nil, 0
+	}
+	p.buf = p.rec.AppendJSON(p.buf[:0])
+	if !inArena {
+		return slices.Clone(p.buf), seq
+	}
+	return p.keep(p.buf), seq
 }
 
 // fireTimers emits the windows and expires the users the watermark has passed.
@@ -540,7 +587,10 @@ func (p *processor) writeChangelog(part *partition) {
 		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Changelog), Partition: part.id, Key: p.keepString(id), Value: p.keep(p.buf)})
 		e := p.effects[id]
 		e.born, e.seq = u.born, u.seq
-		p.buf = u.appendFeatures(p.buf[:0], part.wm)
+		if e.recs == nil { // no click of the batch was answered: the last answer stays
+			e.recs, e.rseq = p.lastRecJSON(u, true)
+		}
+		p.buf = u.appendFeatures(p.buf[:0])
 		e.features = p.keep(p.buf)
 		p.buf = u.appendRecentJSON(p.buf[:0])
 		e.events = p.keep(p.buf)

@@ -193,13 +193,15 @@ func TestStateRoundTripAndSize(t *testing.T) {
 	if _, err := decodeState("u", last[:len(last)-3]); err == nil {
 		t.Fatal("truncated state decoded without error")
 	}
-	// The changelog value of a user with 20 recent events stays compact.
-	t.Logf("changelog value of a user with 20 events, %d windows: %d bytes", len(u.windows), len(last))
-	if len(last) > 512 {
-		t.Fatalf("state is %d bytes, budget 512", len(last))
+	// The changelog value of a user with 20 recent events stays compact; the
+	// last recommendation (here a fallback without items) is budgeted apart.
+	session := len(last) - len(u.rec)
+	t.Logf("changelog value of a user with 20 events, %d windows: %d bytes and %d of the last recommendation", len(u.windows), session, len(u.rec))
+	if session > 512 {
+		t.Fatalf("state without its last recommendation is %d bytes, budget 512", session)
 	}
 	var feat map[string]any
-	if err := json.Unmarshal(u.appendFeatures(nil, part.wm), &feat); err != nil {
+	if err := json.Unmarshal(u.appendFeatures(nil), &feat); err != nil {
 		t.Fatalf("features are not JSON: %v", err)
 	}
 	var evs []map[string]any
@@ -466,31 +468,42 @@ func TestScoringErrorServesFallback(t *testing.T) {
 	}
 }
 
-// TestDecodesVersion1State: a changelog written before born existed (state
-// version 1) still restores, with born unknown (0).
-func TestDecodesVersion1State(t *testing.T) {
+// TestDecodesOlderStates: a changelog written before born existed (state
+// version 1), or before the input offset and the last recommendation
+// (version 2), still restores, with what it lacks unknown (born 0, offset
+// -1, no recommendation).
+func TestDecodesOlderStates(t *testing.T) {
 	p, part := newTestProcessor(t)
 	ts := p.now().UnixMilli()
 	run(t, p, part, rec("e1", "u1", event.View, 1001, "c1", ts), rec("e2", "u1", event.Cart, 1002, "c2", ts+1000))
 	u := part.users.Get("u1")
-	if u.born != ts {
-		t.Fatalf("born %d, want the first event's time %d", u.born, ts)
+	if u.born != ts || len(u.rec) == 0 {
+		t.Fatalf("born %d, want the first event's time %d; last recommendation %q", u.born, ts, u.rec)
 	}
-	v2 := u.appendBinary(nil)
+	v3 := u.appendBinary(nil)
+	// Version 2: version 3 without its tail (offset, last recommendation).
+	tail := len(binary.AppendVarint(nil, u.offset)) + len(binary.AppendUvarint(nil, uint64(len(u.rec)))) + len(u.rec)
+	v2 := append([]byte{2}, v3[1:len(v3)-tail]...)
 	// Version 1: the version byte, seq, then what follows born in version 2.
 	seqLen := len(binary.AppendUvarint(nil, u.seq))
 	v1 := append([]byte{1}, v2[1:1+seqLen]...)
 	v1 = append(v1, v2[1+seqLen+len(binary.AppendVarint(nil, u.born)):]...)
-	got, err := decodeState("u1", v1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := *u
-	want.born = 0
-	if g, w := got.appendBinary(nil), want.appendBinary(nil); !bytes.Equal(g, w) {
-		t.Fatalf("version 1 decodes as %+v, want %+v", *got, want)
+	want.offset, want.rec = -1, nil
+	for _, c := range []struct {
+		v    []byte
+		born int64
+	}{{v2, u.born}, {v1, 0}} {
+		got, err := decodeState("u1", c.v)
+		if err != nil {
+			t.Fatalf("version %d: %v", c.v[0], err)
+		}
+		want.born = c.born
+		if g, w := got.appendBinary(nil), want.appendBinary(nil); !bytes.Equal(g, w) {
+			t.Fatalf("version %d decodes as %+v, want %+v", c.v[0], *got, want)
+		}
 	}
-	if _, err := decodeState("u1", append([]byte{3}, v2[1:]...)); err == nil {
-		t.Fatal("version 3 decoded: want an error")
+	if _, err := decodeState("u1", append([]byte{4}, v3[1:]...)); err == nil {
+		t.Fatal("version 4 decoded: want an error")
 	}
 }

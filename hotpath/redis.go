@@ -13,40 +13,71 @@ import (
 
 // redisEffect is what a committed transaction asks of the feature store for one
 // user: the newest state, or its removal after the TTL. born and seq order
-// the effects of one user across owners, restarts and incarnations.
+// the effects of one user across owners, restarts and incarnations. An
+// effect is whole: it carries the user's last recommendation too, whatever
+// produced it, so the newest effect of a user is all the writer needs.
 type redisEffect struct {
 	born     int64
 	seq      uint64
 	features []byte
 	events   []byte
-	recs     []byte // nil: keep the stored recommendations
+	recs     []byte // the last recommendation's record value; nil: none yet
+	rseq     uint64 // the click recs answers
 	expire   bool
 }
 
-// Both scripts act only if their (born, seq) is not older than the stored
-// one: a replay after a crash writes the same value, a slow former owner of
-// the partition cannot overwrite what the new owner wrote, and an old
-// incarnation's expiry cannot delete a user who came back (born later).
+// The field names in the scripts.
+const (
+	luaBorn     = "'" + featurestore.FieldBorn + "'"
+	luaSeq      = "'" + featurestore.FieldSeq + "'"
+	luaRecs     = "'" + featurestore.FieldRecs + "'"
+	luaRecSeq   = "'" + featurestore.FieldRecSeq + "'"
+	luaGone     = "'" + featurestore.FieldGone + "'"
+	luaFeatures = "'" + featurestore.FieldFeatures + "'"
+	luaEvents   = "'" + featurestore.FieldEvents + "'"
+)
+
+// Both scripts act only if their (born, seq) is newer than the stored one,
+// or equal to a live entry's: a replay after a crash writes the same value,
+// a slow former owner of the partition cannot overwrite what the new owner
+// wrote, an old incarnation's expiry cannot delete a user who came back
+// (born later), and nothing of the incarnation a tombstone ended comes back.
 const redisNewer = `
-local born = tonumber(redis.call('HGET', KEYS[1], '` + featurestore.FieldBorn + `') or '0')
-local cur = tonumber(redis.call('HGET', KEYS[1], '` + featurestore.FieldSeq + `') or '0')
+local h = redis.call('HMGET', KEYS[1], ` + luaBorn + `, ` + luaSeq + `, ` + luaRecSeq + `, ` + luaGone + `)
+local born, cur = tonumber(h[1] or '0'), tonumber(h[2] or '0')
 local b, s = tonumber(ARGV[1]), tonumber(ARGV[2])
-if b < born or (b == born and s < cur) then return 0 end
+if b < born or (b == born and (s < cur or (s == cur and h[4]))) then return 0 end
 `
 
 // writeIfNewer stores a user's entry: ARGV born, seq, features, events, recs
-// (empty: keep the stored ones), TTL in ms, user id.
+// (empty: none yet), the click recs answers, TTL in ms, user id. The
+// recommendation is stored if it is not older than the stored one, and
+// published only if it is newer: a write Redis ran before its reply was lost,
+// run again, does not push the same recommendation twice.
 var writeIfNewer = redis.NewScript(redisNewer + `
-redis.call('HSET', KEYS[1], '` + featurestore.FieldBorn + `', ARGV[1], '` + featurestore.FieldSeq + `', ARGV[2], '` + featurestore.FieldFeatures + `', ARGV[3], '` + featurestore.FieldEvents + `', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '` + featurestore.FieldRecs + `', ARGV[5]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-if ARGV[5] ~= '' then redis.call('PUBLISH', '` + featurestore.RecsChannelPrefix + `' .. ARGV[7], ARGV[5]) end
+local rseq = tonumber(h[3] or '0')
+if b > born or h[4] then
+  redis.call('HDEL', KEYS[1], ` + luaRecs + `, ` + luaRecSeq + `, ` + luaGone + `)
+  rseq = 0
+end
+redis.call('HSET', KEYS[1], ` + luaBorn + `, ARGV[1], ` + luaSeq + `, ARGV[2], ` + luaFeatures + `, ARGV[3], ` + luaEvents + `, ARGV[4])
+local rs = tonumber(ARGV[6])
+if ARGV[5] ~= '' and rs >= rseq then
+  redis.call('HSET', KEYS[1], ` + luaRecs + `, ARGV[5], ` + luaRecSeq + `, ARGV[6])
+  if rs > rseq then redis.call('PUBLISH', '` + featurestore.RecsChannelPrefix + `' .. ARGV[8], ARGV[5]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)
 
-// deleteIfNewer removes a user's entry: ARGV born, seq of the expired state.
+// deleteIfNewer replaces a user's entry with a tombstone for the TTL: ARGV
+// born, seq of the expired state, TTL in ms. The tombstone keeps (born, seq),
+// so a former owner's delayed write of that incarnation cannot recreate the
+// entry; the user's next incarnation (born later) replaces it.
 var deleteIfNewer = redis.NewScript(redisNewer + `
 redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ` + luaBorn + `, ARGV[1], ` + luaSeq + `, ARGV[2], ` + luaGone + `, '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
 
@@ -76,10 +107,7 @@ func (w *redisWriter) enqueue(effects map[string]redisEffect) {
 	}
 	w.mu.Lock()
 	for u, e := range effects {
-		if old, ok := w.pending[u]; ok && e.recs == nil && !e.expire {
-			e.recs = old.recs // keep a not-yet-written recommendation
-		}
-		w.pending[u] = e
+		w.pending[u] = e // whole and newer: nothing of the pending one is needed
 	}
 	n := len(w.pending)
 	w.mu.Unlock()
@@ -88,8 +116,8 @@ func (w *redisWriter) enqueue(effects map[string]redisEffect) {
 }
 
 // enqueueMissing hands over the effects of users not already waiting: a
-// restored user written again must not delay, or drop the recommendation of,
-// a newer effect that is pending.
+// restored user written again must not replace a newer effect that is
+// pending.
 func (w *redisWriter) enqueueMissing(effects map[string]redisEffect) {
 	if len(effects) == 0 {
 		return
@@ -158,10 +186,10 @@ func (w *redisWriter) flush(ctx context.Context) error {
 		ttl := w.ttl.Milliseconds()
 		for u, e := range batch {
 			if e.expire {
-				deleteIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq)
+				deleteIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq, ttl)
 				continue
 			}
-			writeIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq, e.features, e.events, e.recs, ttl, u)
+			writeIfNewer.Run(ctx, pipe, []string{featurestore.UserKey(u)}, e.born, e.seq, e.features, e.events, e.recs, e.rseq, ttl, u)
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && !isNoScript(err) {
@@ -183,8 +211,9 @@ func (w *redisWriter) flush(ctx context.Context) error {
 	}
 }
 
-// requeue puts effects back (a failed batch, restored users) unless a newer
-// effect of the same user is waiting.
+// requeue puts effects back (a failed batch, restored users) unless an
+// effect of the same user is waiting: it comes from a later commit, and is
+// whole (it carries the last recommendation too).
 func (w *redisWriter) requeue(batch map[string]redisEffect) {
 	w.mu.Lock()
 	for u, e := range batch {

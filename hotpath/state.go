@@ -25,6 +25,14 @@ type userState struct {
 	catTime      []catDwell    // dwell per category in this session, ms
 	purchased    []int64       // recently bought items, never recommended
 	windows      []window      // open 1-minute windows, by start
+	// offset is the input offset of the last click applied (-1: unknown, a
+	// record before version 3). At-least-once mode replays a batch whose
+	// offsets did not commit over state that may hold it already: a click
+	// at or below it is not applied again.
+	offset int64
+	// rec is the last recommendation committed for this incarnation, in
+	// appendLastRec's form (nil: none yet). See lastrec.go.
+	rec []byte
 }
 
 type recentEvent struct {
@@ -177,8 +185,9 @@ func cmpInt(a, b int64) int {
 
 // Changelog value encoding: a version byte, then varints and length-prefixed
 // strings. Compact (state is rewritten on every event) and versioned so a future
-// layout can still read today's changelog. Version 2 added born after seq.
-const stateVersion = 2
+// layout can still read today's changelog. Version 2 added born after seq;
+// version 3 the input offset and the last recommendation at the end.
+const stateVersion = 3
 
 func (u *userState) appendBinary(b []byte) []byte {
 	b = append(b, stateVersion)
@@ -217,7 +226,9 @@ func (u *userState) appendBinary(b []byte) []byte {
 			b = binary.AppendUvarint(b, uint64(c.n))
 		}
 	}
-	return b
+	b = binary.AppendVarint(b, u.offset)
+	b = binary.AppendUvarint(b, uint64(len(u.rec)))
+	return append(b, u.rec...)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -344,6 +355,14 @@ func decodeState(id string, b []byte) (*userState, error) {
 			w.byCat = append(w.byCat, catCount{cat: d.cat(), n: uint32(d.uvarint())})
 		}
 		u.windows = append(u.windows, w)
+	}
+	u.offset = -1
+	if v >= 3 {
+		u.offset = d.varint()
+		if n := d.count(len(d.b)); n > 0 && d.err == nil {
+			u.rec = slices.Clone(d.b[:n])
+			d.b = d.b[n:]
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errCorruptState

@@ -144,6 +144,10 @@ var testHookRestoreListed func()
 // restore would) given the number of records the poll returned.
 var testHookSync func(records int) error
 
+// testHookCommitOffsets, when set by a test, can fail an at-least-once
+// batch's offset commit after its outputs and changelog were flushed.
+var testHookCommitOffsets func() error
+
 // fatalError ends Run: retrying cannot help.
 type fatalError struct{ err error }
 
@@ -312,6 +316,11 @@ func (s atLeastOnce) End(ctx context.Context, commit kgo.TransactionEndTry) (boo
 	}
 	if err := s.cl.Flush(ctx); err != nil {
 		return false, err
+	}
+	if testHookCommitOffsets != nil {
+		if err := testHookCommitOffsets(); err != nil {
+			return false, err
+		}
 	}
 	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
 		return false, err

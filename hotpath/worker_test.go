@@ -371,7 +371,8 @@ func TestFeatureStore(t *testing.T) {
 	if err := json.Unmarshal([]byte(fields["features"]), &feat); err != nil {
 		t.Fatal(err)
 	}
-	if feat["session_events"].(float64) != 2 || feat["session_length_ms"].(float64) != 5000 {
+	// recency_ms: how long before f2 the shopper's previous event (f1) was.
+	if feat["session_events"].(float64) != 2 || feat["session_length_ms"].(float64) != 5000 || feat["recency_ms"] != 5000.0 {
 		t.Fatalf("features %v", feat)
 	}
 	if ttl := rc.PTTL(ctx, featurestore.UserKey(user)).Val(); ttl <= 0 {
@@ -410,6 +411,94 @@ func TestWorkerAtLeastOnce(t *testing.T) {
 	for i := range n {
 		if seen[fmt.Sprintf("ev%d", i)] == 0 {
 			t.Fatalf("event ev%d has no recommendation", i)
+		}
+	}
+}
+
+// TestAtLeastOnceReplayAppliesOnce: in at-least-once mode a batch whose
+// outputs and changelog were flushed but whose offsets did not commit is read
+// again by a new session over the restored state. Its clicks are answered
+// again (duplicates that mode allows) but counted once: each user's state
+// ends at one seq per click.
+func TestAtLeastOnceReplayAppliesOnce(t *testing.T) {
+	h := newHarness(t, nil, 2)
+	h.cfg.AtLeastOnce = true
+	var failed atomic.Bool
+	testHookCommitOffsets = func() error {
+		if failed.CompareAndSwap(false, true) {
+			return errors.New("injected offset commit failure")
+		}
+		return nil
+	}
+	t.Cleanup(func() { testHookCommitOffsets = nil })
+	m := randomModel(100, 8, 3)
+	const n, users = 200, 13
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	var all []*kgo.Record
+	perUser := map[string]uint64{}
+	for i := range n {
+		u := fmt.Sprintf("u%d", i%users)
+		perUser[u]++
+		all = append(all, click(fmt.Sprintf("ev%d", i), u, event.View, int64(1000+i%100), "c1", base+int64(i)))
+	}
+	h.startWorker("a", m)
+	h.produce(all...)
+	seen := map[string]bool{}
+	read := 0
+	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool {
+		for ; read < len(r); read++ { // duplicates allowed: count event ids
+			seen[decodeRec(t, r[read]).EventID] = true
+		}
+		return len(seen) == n
+	})
+	if !failed.Load() {
+		t.Fatal("the offset commit never failed: the test proved nothing")
+	}
+	// Every offset committed: the replay is over, its changelog flushed.
+	adm := kadm.NewClient(h.cl)
+	ctx := testenv.Context(t, 30*time.Second)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, string(h.topics.Events))
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed, err := adm.FetchOffsets(ctx, h.cfg.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := true
+		ends.Each(func(e kadm.ListedOffset) {
+			c, ok := committed.Lookup(e.Topic, e.Partition)
+			done = done && ok && c.At == e.Offset
+		})
+		if done {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the worker never committed every offset")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	final := map[string]uint64{}
+	cends, err := adm.ListEndOffsets(ctx, string(h.topics.Changelog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changelogEnd := 0
+	cends.Each(func(e kadm.ListedOffset) { changelogEnd += int(e.Offset) }) // no transactions: one offset a record
+	h.readUntil(kafkautil.Stream(h.topics.Changelog), 30*time.Second, func(r []*kgo.Record) bool {
+		clear(final)
+		for _, rec := range r {
+			if s, ok, err := DecodeChangelog(rec.Key, rec.Value); err == nil && ok {
+				final[s.User] = s.Seq
+			}
+		}
+		return len(r) >= changelogEnd
+	})
+	for u, want := range perUser {
+		if final[u] != want {
+			t.Fatalf("user %s: state at seq %d after %d clicks (more: the replayed batch was applied twice)", u, final[u], want)
 		}
 	}
 }
@@ -894,7 +983,7 @@ func TestRedisOrdersIncarnations(t *testing.T) {
 	for _, step := range []struct {
 		what string
 		e    redisEffect
-		want string // born/seq stored after it ("<nil>/<nil>": no entry)
+		want string // born/seq stored after it
 	}{
 		{"first write", write(100, 5), "100/5"},
 		{"an older write of the same incarnation is ignored", write(100, 4), "100/5"},
@@ -903,7 +992,7 @@ func TestRedisOrdersIncarnations(t *testing.T) {
 		{"an older incarnation's expiry does not delete", redisEffect{expire: true, born: 50, seq: 9}, "100/5"},
 		{"the user comes back: a later incarnation writes from seq 1", write(200, 1), "200/1"},
 		{"the expiry of the incarnation before does not delete it", redisEffect{expire: true, born: 100, seq: 5}, "200/1"},
-		{"its own expiry deletes it", redisEffect{expire: true, born: 200, seq: 1}, "<nil>/<nil>"},
+		{"its own expiry leaves a tombstone (TestRedisTombstone)", redisEffect{expire: true, born: 200, seq: 1}, "200/1"},
 	} {
 		apply(step.e)
 		if got := stored(); got != step.want {
@@ -913,7 +1002,8 @@ func TestRedisOrdersIncarnations(t *testing.T) {
 }
 
 // TestRestoreRewritesRedis: what a worker committed but never wrote to Redis
-// (it crashed, say) is written by whoever restores the partitions next.
+// (it crashed, say) is written by whoever restores the partitions next: the
+// state and the last recommendation.
 func TestRestoreRewritesRedis(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 	defer rc.Close()
@@ -934,13 +1024,16 @@ func TestRestoreRewritesRedis(t *testing.T) {
 		}
 	})
 	ctx := testenv.Context(t, 30*time.Second)
-	// waitFor polls Redis until every user has its final seq.
+	lastRec := map[string]string{} // the last recommendation on the topic, by user
+	// waitFor polls Redis until every user has its final seq and last
+	// recommendation.
 	waitFor := func(what string) {
 		t.Helper()
 		for {
 			ok := true
 			for u, seq := range want {
-				if got, _ := rc.HGet(ctx, featurestore.UserKey(u), "seq").Result(); got != seq {
+				f, _ := rc.HMGet(ctx, featurestore.UserKey(u), featurestore.FieldSeq, featurestore.FieldRecs).Result()
+				if len(f) != 2 || f[0] != seq || f[1] != lastRec[u] {
 					ok = false
 				}
 			}
@@ -957,7 +1050,9 @@ func TestRestoreRewritesRedis(t *testing.T) {
 	m := randomModel(20, 4, 3)
 	stop := h.startWorkerWith("w1", m, Options{Redis: rc})
 	h.produce(recs...)
-	h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= len(recs) })
+	for _, r := range h.readUntil(h.topics.Recs, 30*time.Second, func(r []*kgo.Record) bool { return len(r) >= len(recs) }) {
+		lastRec[string(r.Key)] = string(r.Value) // a user's records are in offset order
+	}
 	waitFor("first owner")
 	stop()
 	// The writes are lost, as if the worker had crashed before making them.
