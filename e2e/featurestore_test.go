@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -81,7 +82,11 @@ loop:
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("feature store: %+v", check)
+	conv := "not converged"
+	if check.ConvergedMs != nil {
+		conv = fmt.Sprintf("converged %.0f ms after the first look", *check.ConvergedMs)
+	}
+	t.Logf("feature store: %d users, %d match, %d mismatched at first, %s (%d rounds)", check.Users, check.Match, check.FirstMismatches, conv, check.Rounds)
 	if check.Users < len(sent.perUser) || check.Stale != 0 || check.Missing != 0 || check.Resurrected != 0 || check.Unexpected != 0 {
 		t.Fatalf("feature store after a Redis freeze and a SIGKILL: %d users, %d stale, %d missing, %d resurrected, %d unexpected; examples %+v",
 			check.Users, check.Stale, check.Missing, check.Resurrected, check.Unexpected, check.Examples)
