@@ -12,9 +12,12 @@
 // late (a share of out-of-order and invalid clicks), chaos (SIGKILLs and
 // restarts of worker processes during the load, still demanding 0 missing and
 // 0 duplicates), rolling (graceful restarts of the workers one by one, as a
-// rolling update makes them) and scale (workers added and stopped again);
-// the last two are judged on the whole SLA and report the latency just after
-// each change. Traffic is gen's synthetic shop or a time-compressed replay
+// rolling update makes them), scale (workers added and stopped again) and
+// redis-outage (Redis paused mid-run; --redis-outage adds that to any
+// scenario); the last three are judged on the whole SLA and report the
+// latency just after each change. After the drain, the feature-store check
+// (CheckFeatureStore) compares every shopper's Redis entry with what Kafka
+// committed. The warm-up lasts until its latency has settled (SettleRule). Traffic is gen's synthetic shop or a time-compressed replay
 // of the real Taobao events.
 //
 // The load test either spawns the hot path workers itself, as child

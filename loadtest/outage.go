@@ -83,8 +83,12 @@ func (r *runner) verifyFeatureStore(ctx context.Context, m *measured) *FeatureSt
 		r.log.Error("feature-store check failed", "err", err)
 		return &c
 	}
+	conv := "no"
+	if c.ConvergedMs != nil {
+		conv = fmt.Sprintf("%.0fms", *c.ConvergedMs)
+	}
 	r.log.Info("loadtest feature store checked", "users", c.Users, "match", c.Match, "stale", c.Stale, "missing", c.Missing,
-		"resurrected", c.Resurrected, "unexpected", c.Unexpected, "first_mismatches", c.FirstMismatches, "converged_ms", c.ConvergedMs)
+		"resurrected", c.Resurrected, "unexpected", c.Unexpected, "first_mismatches", c.FirstMismatches, "converged", conv)
 	return &c
 }
 

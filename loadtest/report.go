@@ -923,7 +923,7 @@ func (r *Report) writeFeatureStore(p printer) {
 	if c.ConvergedMs != nil {
 		conv = fmt.Sprintf("converged %.0f ms after the drain", *c.ConvergedMs)
 	}
-	p("  feature store ... %s users (%s expired, %s with a recommendation): %s; %d mismatched at first, %s (%d rounds)\n",
+	p("  feature store ... %s users (%s expired, %s with a recommendation): %s; %d mismatched at first, %s (%d round(s))\n",
 		thousands(float64(c.Users)), thousands(float64(c.Gone)), thousands(float64(c.WithRecs)), c.counts(), c.FirstMismatches, conv, c.Rounds)
 	for _, e := range c.Examples {
 		p("    %-11s %s: %s\n", e.Class, e.User, e.Why)

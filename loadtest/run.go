@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -95,6 +96,9 @@ type runner struct {
 	closers []func()
 }
 
+// runSeq numbers the runs of this process that name their own topics.
+var runSeq atomic.Int64
+
 // newRunner validates cfg, builds the plan and the traffic of the warm-up
 // and the measured run, and completes the configuration: spawned workers get
 // a fresh topic prefix, the group defaults to the prefix's, and the run's
@@ -114,6 +118,12 @@ func newRunner(cfg Config, log *slog.Logger) (*runner, error) {
 	r.autoTopics = r.spawn && r.cfg.TopicPrefix == ""
 	if r.autoTopics {
 		r.cfg.TopicPrefix = fmt.Sprintf("loadtest-%s-%d-", time.Now().UTC().Format("20060102-150405"), os.Getpid())
+		if n := runSeq.Add(1); n > 1 {
+			// Runs of one process started in the same second (parallel
+			// tests) must not share topics and a group: the first to end
+			// deletes the topics under the others.
+			r.cfg.TopicPrefix = fmt.Sprintf("loadtest-%s-%d-%d-", time.Now().UTC().Format("20060102-150405"), os.Getpid(), n)
+		}
 	}
 	if r.cfg.Group == "" {
 		r.cfg.Group = r.cfg.TopicPrefix + "hotpath"

@@ -7,7 +7,7 @@ import (
 )
 
 func TestSettleRule(t *testing.T) {
-	rule := DefaultSettleRule() // last 3 windows within 20 % or 2 ms
+	rule := SettleRule{Windows: 3, Tolerance: 0.2, Slack: 2 * time.Millisecond} // last 3 windows within 20 % or 2 ms
 	f := func(want bool, p95ms ...float64) {
 		t.Helper()
 		p := make([]time.Duration, len(p95ms))
@@ -36,8 +36,11 @@ func TestSettleRule(t *testing.T) {
 	if err := (SettleRule{Windows: 1, Tolerance: 0.2}).Validate(); err == nil || !strings.Contains(err.Error(), "at least 2 windows") {
 		t.Fatalf("one window: %v", err)
 	}
-	if err := rule.Validate(); err != nil {
+	if err := DefaultSettleRule().Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if !DefaultSettleRule().Settled([]time.Duration{14 * time.Millisecond, 18 * time.Millisecond, 13 * time.Millisecond}) {
+		t.Fatal("the default rule: 13-18 ms is settled (within 5 ms)")
 	}
 }
 

@@ -394,8 +394,9 @@ func loadtestCommand(ctx context.Context, args []string, stdout io.Writer) error
 		switch {
 		case strings.HasPrefix(fl.Name, "kafka-") && fl.Name != "kafka-brokers" && fl.Name != "kafka-partitions":
 			f.cfg.KafkaFlags = append(f.cfg.KafkaFlags, "--"+fl.Name+"="+fl.Value.String())
-		case strings.HasPrefix(fl.Name, "redis-") && fl.Name != "redis-addr" && fl.Name != "redis-password":
-			// The address is always passed; the password goes in the environment.
+		case fl.Name == "redis-db" || fl.Name == "redis-dial-timeout":
+			// The address is always passed; the password goes in the
+			// environment; --redis-outage* are the load test's own.
 			f.cfg.RedisFlags = append(f.cfg.RedisFlags, "--"+fl.Name+"="+fl.Value.String())
 		}
 	})
