@@ -99,6 +99,15 @@ func (p *processor) rewriteRestored(n int) map[string]redisEffect {
 	return effects
 }
 
+// rewriteAll queues every user of every partition to be written to Redis
+// again (Redis lost its data). Between batches only.
+func (p *processor) rewriteAll() {
+	for _, part := range p.parts {
+		part.rewrite = part.rewrite[:0]
+		part.users.Range(func(u *userState) { part.rewrite = append(part.rewrite, u.id) })
+	}
+}
+
 // storeErr returns the first error of any partition's state store.
 func (p *processor) storeErr() error {
 	for id, part := range p.parts {

@@ -3,7 +3,9 @@ package hotpath
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,10 +96,18 @@ type redisWriter struct {
 	mu      sync.Mutex
 	pending map[string]redisEffect
 	wake    chan struct{}
+
+	// Redis's run_id as last seen. A new one means Redis restarted or
+	// failed over and may have lost what it held: lost tells the worker to
+	// write every user it owns again (see Worker.rewriteRestored).
+	runID      string
+	lost       atomic.Bool
+	checkEvery time.Duration
 }
 
 func newRedisWriter(rc *redis.Client, ttl time.Duration, m *metrics, log *slog.Logger) *redisWriter {
-	return &redisWriter{rc: rc, ttl: ttl, m: m, log: log, pending: map[string]redisEffect{}, wake: make(chan struct{}, 1)}
+	return &redisWriter{rc: rc, ttl: ttl, m: m, log: log, pending: map[string]redisEffect{}, wake: make(chan struct{}, 1),
+		checkEvery: 5 * time.Second}
 }
 
 // enqueue hands over the effects of a committed transaction. It never blocks.
@@ -135,8 +145,13 @@ func (w *redisWriter) signal() {
 }
 
 // run writes pending effects until ctx ends, then makes one last attempt.
+// Every checkEvery, and when writes succeed again after failing, it checks
+// whether Redis restarted.
 func (w *redisWriter) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
+	w.checkRestart(ctx)
+	tick := time.NewTicker(w.checkEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -144,15 +159,23 @@ func (w *redisWriter) run(ctx context.Context) {
 			w.flush(fctx)
 			cancel()
 			return
+		case <-tick.C:
+			w.checkRestart(ctx)
+			continue
 		case <-w.wake:
 		}
+		failed := false
 		for {
 			if err := w.flush(ctx); err == nil {
 				backoff = 50 * time.Millisecond
+				if failed {
+					w.checkRestart(ctx)
+				}
 				break
 			} else if ctx.Err() != nil {
 				break
 			} else {
+				failed = true
 				w.log.Warn("redis write failed; retrying in the background", "err", err, "backoff", backoff)
 			}
 			select {
@@ -209,6 +232,28 @@ func (w *redisWriter) flush(ctx context.Context) error {
 		}
 		w.m.redisWrites.WithLabelValues("ok").Add(float64(len(batch)))
 	}
+}
+
+// checkRestart reads Redis's run_id. A changed one means a restart or a
+// failover: what Redis held may be gone (no persistence, a replica that
+// lagged), so every user the worker owns is to be written again.
+func (w *redisWriter) checkRestart(ctx context.Context) {
+	info, err := w.rc.Info(ctx, "server").Result()
+	if err != nil {
+		return // the writes report Redis's trouble
+	}
+	_, rest, ok := strings.Cut(info, "run_id:")
+	if !ok {
+		return
+	}
+	id, _, _ := strings.Cut(rest, "\r\n")
+	id = strings.TrimSpace(id)
+	if w.runID != "" && id != w.runID {
+		w.lost.Store(true)
+		w.log.Warn("Redis restarted or failed over (its run_id changed) and may have lost entries; every user this worker owns is written again, at --redis-rewrite-rate",
+			"run_id", id, "was", w.runID)
+	}
+	w.runID = id
 }
 
 // requeue puts effects back (a failed batch, restored users) unless an

@@ -41,8 +41,8 @@ type Store interface {
 	Rollback()
 	// Len is the number of users.
 	Len() int
-	// Range calls fn for every user, outside a batch (restore only: it may
-	// decode them all).
+	// Range calls fn for every user, outside a batch (a restore, or a
+	// rewrite after Redis lost its data: it may decode them all).
 	Range(fn func(u *userState))
 	// Restore applies one changelog value (never a tombstone: see Delete),
 	// outside a batch; Commit ends the restore.

@@ -689,6 +689,9 @@ func (w *Worker) rewriteRestored(p *processor, last *time.Time) {
 	if w.rw == nil || w.cfg.RedisRewriteRate == 0 {
 		return
 	}
+	if w.rw.lost.CompareAndSwap(true, false) {
+		p.rewriteAll()
+	}
 	now := time.Now()
 	n := int(float64(w.cfg.RedisRewriteRate) * min(now.Sub(*last), 100*time.Millisecond).Seconds())
 	if n < 1 {
