@@ -79,7 +79,12 @@ func New(cfg Config, kafka kafkautil.Config, opts Options) (*Worker, error) {
 
 // SetServing makes the worker score with s from its next batch on. The previous
 // scorer is closed by the processing loop once it is no longer used.
-func (w *Worker) SetServing(s *Serving) { w.swap.set(s) }
+func (w *Worker) SetServing(s *Serving) {
+	if s != nil && s.Model != nil {
+		s.Model.Index(0) // builds the item index here, not racing in the processing loops
+	}
+	w.swap.set(s)
+}
 
 // SetPopularity replaces the cold-start table from the next batch on.
 func (w *Worker) SetPopularity(p *featurestore.Popularity) { w.swap.pop.Store(p) }

@@ -45,6 +45,8 @@ type Model struct {
 func (m *Model) NumItems() int { return len(m.ItemIDs) }
 
 // Index maps an external item id to its index; ok is false for an unknown item.
+// The first call builds the map (a loaded model has it already): make it
+// before the model is shared between goroutines.
 func (m *Model) Index(itemID int64) (idx int32, ok bool) {
 	if m.index == nil {
 		m.index = make(map[int64]int32, len(m.ItemIDs))
