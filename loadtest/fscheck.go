@@ -318,7 +318,7 @@ func classifyUsers(ctx context.Context, rc *redis.Client, k *kafkaTruth, users [
 			cmds[j] = pipe.HGetAll(ctx, featurestore.UserKey(u))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("cannot read the feature store entries of %d users: %w", len(batch), err)
+			return fmt.Errorf("reading the feature store entries of %d users: %w", len(batch), err)
 		}
 		for j, u := range batch {
 			c, w := ClassifyEntry(k.expected(u), storedOf(cmds[j].Val()))
@@ -359,7 +359,7 @@ func newKafkaTruth(kcfg *kafkautil.Config, topics kafkautil.Topics) (*kafkaTruth
 		kgo.FetchMaxWait(250*time.Millisecond),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create the feature-store check's Kafka client: %w", err)
+		return nil, fmt.Errorf("creating the feature-store check's Kafka client: %w", err)
 	}
 	return &kafkaTruth{cl: cl, adm: kadm.NewClient(cl), recs: string(topics.Recs), changelog: string(topics.Changelog),
 		pos:   map[string]map[int32]int64{string(topics.Recs): {}, string(topics.Changelog): {}},
@@ -377,7 +377,7 @@ func (k *kafkaTruth) catchUp(ctx context.Context) ([]string, error) {
 		err = ends.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot list the end offsets of %s and %s: %w", k.changelog, k.recs, err)
+		return nil, fmt.Errorf("listing the end offsets of %s and %s: %w", k.changelog, k.recs, err)
 	}
 	behind := func() int64 {
 		var n int64
@@ -388,11 +388,11 @@ func (k *kafkaTruth) catchUp(ctx context.Context) ([]string, error) {
 	for behind() > 0 {
 		fs := k.cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("cannot read %s and %s to their ends (%d records short): %w", k.changelog, k.recs, behind(), err)
+			return nil, fmt.Errorf("reading %s and %s to their ends (%d records short): %w", k.changelog, k.recs, behind(), err)
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, err error) {
-			ferr = errors.Join(ferr, fmt.Errorf("cannot read %s partition %d: %w", t, p, err))
+			ferr = errors.Join(ferr, fmt.Errorf("reading %s partition %d: %w", t, p, err))
 		})
 		if ferr != nil {
 			return nil, ferr
@@ -432,7 +432,7 @@ func (k *kafkaTruth) apply(r *kgo.Record, touched map[string]struct{}) error {
 		}
 		s, ok, err := hotpath.DecodeChangelog(r.Key, r.Value)
 		if err != nil {
-			return fmt.Errorf("cannot decode %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+			return fmt.Errorf("decoding %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 		}
 		if !ok { // the partition's watermark
 			return nil
@@ -444,7 +444,7 @@ func (k *kafkaTruth) apply(r *kgo.Record, touched map[string]struct{}) error {
 	}
 	rec, err := wire.DecodeRecommendation(r.Value)
 	if err != nil {
-		return fmt.Errorf("cannot decode %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+		return fmt.Errorf("decoding %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
 	touched[user] = struct{}{}
 	if s, ok := k.state[user]; ok && rec.EventTimeMs < s.Born {
