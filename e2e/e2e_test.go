@@ -117,11 +117,12 @@ func (p *proc) stop(t *testing.T) {
 }
 
 type cluster struct {
-	brokers []string
-	prefix  string
-	topics  kafkautil.Topics
-	group   string
-	kcfg    kafkautil.Config
+	stateDir string // the workers' --state-dir: their local files stay in this test
+	brokers  []string
+	prefix   string
+	topics   kafkautil.Topics
+	group    string
+	kcfg     kafkautil.Config
 }
 
 func newCluster(t *testing.T, partitions int) *cluster {
@@ -133,7 +134,7 @@ func newCluster(t *testing.T, partitions int) *cluster {
 	topics.Events, topics.Recs = kafkautil.Stream(prefix+string(d.Events)), kafkautil.Stream(prefix+string(d.Recs))
 	topics.Changelog, topics.Late = kafkautil.Table(prefix+string(d.Changelog)), kafkautil.Stream(prefix+string(d.Late))
 	topics.DLQ, topics.Windows = kafkautil.Stream(prefix+string(d.DLQ)), kafkautil.Stream(prefix+string(d.Windows))
-	c := &cluster{brokers: brokers, prefix: prefix, topics: topics, group: prefix + "group",
+	c := &cluster{stateDir: t.TempDir(), brokers: brokers, prefix: prefix, topics: topics, group: prefix + "group",
 		kcfg: kafkautil.Config{Brokers: brokers, Partitions: partitions, ReplicationFactor: 1, DialTimeout: 10 * time.Second}}
 	cl, err := kgo.NewClient(c.kcfg.Opts("e2e-admin")...)
 	if err != nil {
@@ -158,6 +159,7 @@ func (c *cluster) hotpathArgs(instance string, extra ...string) []string {
 		"--topic-prefix", c.prefix, "--group", c.group, "--instance-id", instance,
 		"--no-redis", "--http-addr", "127.0.0.1:0",
 		"--txn-timeout", "10s", "--session-timeout", "6s",
+		"--state-dir", c.stateDir,
 	}, extra...)
 }
 

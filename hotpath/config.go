@@ -34,7 +34,7 @@ type Config struct {
 	// coordinator, which is how it learns that a rebalance has begun.
 	HeartbeatInterval time.Duration
 	StateStore        string // memory | encoded | pebble (see Store)
-	StateDir          string // pebble: where the partitions' stores live
+	StateDir          string // this instance's local files: pebble's stores, the model cache, the Redis marker
 	AtLeastOnce       bool   // no transactions: outputs first, then offsets (a crash may duplicate; for comparison)
 	// LeaveOnShutdown removes this static member from the group when the
 	// worker stops cleanly, so its partitions move at once; false keeps them
@@ -130,7 +130,7 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.IntVar(&c.RedisRewriteRate, "redis-rewrite-rate", c.RedisRewriteRate, "after restoring a partition, write its users to Redis again at this many per second, in the background (0: off): what a crashed or stopped worker had not yet written is not lost for good. Idempotent: a write never replaces a newer one")
 	fs.Env("redis-rewrite-rate", "CLICKREC_HOTPATH_REDIS_REWRITE_RATE")
 	fs.StringVar(&c.StateStore, "state-store", c.StateStore, "where user state lives between batches: memory (decoded, fastest, ≈ 3 KB per user with 20 recent events), encoded (the changelog encoding, ≈ 0.9 KB per user, decoded when a batch touches the user) or pebble (on local disk under --state-dir, for state larger than memory; rebuilt from the changelog on assignment)")
-	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "--state-store pebble: directory of the stores, one per worker instance and partition under <dir>/<instance-id>/ (wiped and rebuilt from the changelog; local disk)")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "local directory of this worker's files under <dir>/<instance-id>/: with --state-store pebble its stores, one per partition (wiped and rebuilt from the changelog); always the model it served last and a marker that it reached Redis, so a worker restarted while Redis is down starts at once with that model (empty: neither)")
 	fs.Env("state-dir", "CLICKREC_HOTPATH_STATE_DIR")
 	fs.Env("state-store", "CLICKREC_HOTPATH_STATE_STORE")
 	fs.BoolFunc("exactly-once", "exactly-once processing (default true): one Kafka transaction per poll. false: at-least-once — outputs and changelog are flushed, then offsets committed; a crash replays and duplicates recommendations. For measuring what exactly-once costs, not for production", func(v string) error {

@@ -33,6 +33,9 @@ type Options struct {
 	Scorer     string // ScorerONNX or ScorerGo
 	ORTLib     string // libonnxruntime.so.1; empty: onnx.LibraryEnv, then the installed one
 	ORTThreads int    // ONNX Runtime intra-op threads; 0 means 1
+	// CacheDir: where Follow keeps the version it served last (see
+	// cache.go); empty: no cache.
+	CacheDir string
 }
 
 // Validate checks the options and says what to fix.
@@ -128,6 +131,10 @@ func (o Options) FromRegistry(ctx context.Context, r *registry.Registry, version
 	if err != nil {
 		return nil, err
 	}
+	return o.fromVersion(version, v, log)
+}
+
+func (o Options) fromVersion(version string, v *registry.Version, log *slog.Logger) (*hotpath.Serving, error) {
 	m := new(model.Model)
 	if err := m.UnmarshalBinary(v.Model); err != nil {
 		return nil, fmt.Errorf("model %s: %w", version, err)
@@ -151,11 +158,17 @@ func (o Options) FromRegistry(ctx context.Context, r *registry.Registry, version
 // current one before it returns (so the first clicks are scored by the
 // model), then follows promotions and rollbacks, from the registry's pub/sub
 // channel and a check every interval, until ctx ends. A version that fails
-// to load is logged and the one served is kept.
+// to load is logged and the one served is kept. With a CacheDir, a registry
+// that does not answer at the start is no error if a version was served
+// before: that one is served, and the registry followed once it answers.
 func (o Options) Follow(ctx context.Context, r *registry.Registry, every time.Duration, set func(*hotpath.Serving), log *slog.Logger) error {
 	load := func(ctx context.Context, version string) error {
 		start := time.Now()
-		s, err := o.FromRegistry(ctx, r, version, log)
+		v, err := r.Get(ctx, version)
+		var s *hotpath.Serving
+		if err == nil {
+			s, err = o.fromVersion(version, v, log)
+		}
 		if err != nil {
 			log.Error("loading the registry's current model failed; keeping the one served", "version", version, "err", err)
 			return err
@@ -163,16 +176,47 @@ func (o Options) Follow(ctx context.Context, r *registry.Registry, every time.Du
 		set(s)
 		log.Info("model loaded from the registry; swapping at the next batch", "version", version, "items", s.Model.NumItems(),
 			"took", time.Since(start).Round(time.Millisecond))
+		if err := o.saveCache(version, v); err != nil {
+			log.Warn("keeping the served model on local disk failed; a restart while Redis is down will wait for it", "err", err)
+		}
 		return nil
 	}
-	cur, err := r.Current(ctx)
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	cachedVer, cached, hasCache, cerr := o.loadCache()
+	if cerr != nil {
+		log.Warn("the model cache is unreadable; ignoring it", "err", cerr)
+	}
+	if hasCache { // no need to wait long for the registry: Watch catches up
+		cctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	}
+	cur, err := r.Current(cctx)
+	cancel()
 	if err != nil {
-		return err
+		if !hasCache {
+			return err
+		}
+		if cachedVer == "" { // it served no model last time either
+			log.Warn("the registry does not answer, and this worker served no model before; serving the popularity fallback until it answers", "err", err)
+			go r.Watch(ctx, every, "", load)
+			return nil
+		}
+		s, berr := o.fromVersion(cachedVer, &cached, log)
+		if berr != nil {
+			return fmt.Errorf("the registry does not answer (%w) and the cached model does not load: %w", err, berr)
+		}
+		set(s)
+		log.Warn("the registry does not answer; serving the model this worker served last, from its local cache, until it does",
+			"version", cachedVer, "dir", o.CacheDir, "err", err)
+		go r.Watch(ctx, every, cachedVer, load)
+		return nil
 	}
 	loaded := ""
 	switch {
 	case cur == "":
 		log.Warn("the registry has no current model yet; serving the popularity fallback until one is promoted")
+		if err := o.saveCache("", &registry.Version{}); err != nil {
+			log.Warn("keeping the served model on local disk failed; a restart while Redis is down will wait for it", "err", err)
+		}
 	case load(ctx, cur) == nil:
 		loaded = cur
 	}

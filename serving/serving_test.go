@@ -193,6 +193,61 @@ func TestFollow(t *testing.T) {
 	}
 }
 
+// TestFollowServesCacheWhenRegistryDown: a worker restarted while Redis is
+// down serves the version it served last, from its local cache; without a
+// cache, a registry that does not answer is an error, as before.
+func TestFollowServesCacheWhenRegistryDown(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DB: redisDB})
+	ctx := testenv.Context(t, 30*time.Second)
+	if err := rc.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.FlushDB(context.Background()); rc.Close() })
+	reg := registry.New(rc)
+	b, err := testModel(t, 120, 3).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(ctx, registry.Version{Meta: registry.Metadata{Metadata: model.Metadata{Version: "v7"}}, Model: b}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Promote(ctx, "v7", "test"); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Scorer: ScorerGo, CacheDir: t.TempDir()}
+	follow := func(r *registry.Registry, o Options) (*hotpath.Serving, error) {
+		fctx, cancel := context.WithCancel(ctx)
+		t.Cleanup(cancel)
+		var got *hotpath.Serving
+		err := o.Follow(fctx, r, time.Minute, func(s *hotpath.Serving) { got = s }, slog.New(slog.DiscardHandler))
+		return got, err
+	}
+	if s, err := follow(reg, opts); err != nil || s == nil || s.Version != "v7" {
+		t.Fatalf("with the registry up: serving %v, %v; want v7", s, err)
+	}
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	defer down.Close()
+	s, err := follow(registry.New(down), opts)
+	if err != nil || s == nil || s.Version != "v7" || s.Model.NumItems() != 120 {
+		t.Fatalf("with the registry down: serving %v, %v; want v7 from the cache", s, err)
+	}
+	if _, err := follow(registry.New(down), Options{Scorer: ScorerGo, CacheDir: t.TempDir()}); err == nil {
+		t.Fatal("with the registry down and no cache: no error")
+	}
+	// A worker that served no model (the registry had none) serves none
+	// again, the popularity fallback, when the registry is down.
+	empty := Options{Scorer: ScorerGo, CacheDir: t.TempDir()}
+	if err := rc.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := follow(reg, empty); err != nil || s != nil {
+		t.Fatalf("with an empty registry: serving %v, %v; want none", s, err)
+	}
+	if s, err := follow(registry.New(down), empty); err != nil || s != nil {
+		t.Fatalf("with the registry down after serving none: serving %v, %v; want none, no error", s, err)
+	}
+}
+
 // logTap passes the version of every failed load to its channel.
 type logTap struct{ failed chan<- string }
 

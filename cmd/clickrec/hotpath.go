@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -119,10 +122,18 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := hotpath.Options{Logger: log, Registry: reg}
+	// This instance's local files, beside its Pebble stores: the marker
+	// that it reached Redis and the model it served last (none without
+	// --state-dir).
+	var marker string
+	if f.cfg.StateDir != "" {
+		local := filepath.Join(f.cfg.StateDir, url.PathEscape(f.cfg.InstanceID))
+		marker, f.model.opts.CacheDir = filepath.Join(local, "redis-reached"), filepath.Join(local, "model-cache")
+	}
 	if !f.noRedis {
 		rc := f.redis.Client()
 		defer rc.Close()
-		if err := redisutil.Ping(ctx, &f.redis, rc); err != nil {
+		if err := pingRedis(ctx, &f.redis, rc, marker, log); err != nil {
 			return err
 		}
 		opts.Redis = rc
@@ -171,5 +182,37 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 		return err
 	}
 	log.Info("hot path worker stopped")
+	return nil
+}
+
+// pingRedis checks that Redis answers. A worker that reached this Redis
+// before (the marker file holds its address) starts without it after a
+// short try: it was restarted during an outage, its writes wait in the
+// background, and its model comes from its local cache. A first start still
+// waits --redis-dial-timeout and fails with a usage error: a wrong address
+// is found at once, not after the first outage.
+func pingRedis(ctx context.Context, cfg *redisutil.Config, rc *redis.Client, marker string, log *slog.Logger) error {
+	var reached bool
+	if marker != "" {
+		before, _ := os.ReadFile(marker)
+		reached = string(before) == cfg.Addr
+	}
+	try := *cfg
+	if reached {
+		try.DialTimeout = min(try.DialTimeout, 500*time.Millisecond)
+	}
+	if err := redisutil.Ping(ctx, &try, rc); err != nil {
+		if !reached {
+			return err
+		}
+		log.Warn("Redis does not answer; this worker reached it before, so it starts anyway: its writes wait and are retried in the background",
+			"addr", cfg.Addr, "err", err)
+		return nil
+	}
+	if !reached && marker != "" {
+		if err := os.MkdirAll(filepath.Dir(marker), 0o755); err == nil {
+			_ = os.WriteFile(marker, []byte(cfg.Addr), 0o644)
+		}
+	}
 	return nil
 }
