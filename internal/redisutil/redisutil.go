@@ -40,6 +40,10 @@ func (c *Config) Client() *redis.Client {
 		DialTimeout:  c.DialTimeout,
 		ReadTimeout:  2 * time.Second,
 		WriteTimeout: 2 * time.Second,
+		// A context's deadline bounds a command too (go-redis ignores it
+		// otherwise): a bounded check at startup must not block on a
+		// paused Redis for the read timeout and its retries.
+		ContextTimeoutEnabled: true,
 	})
 }
 
