@@ -98,7 +98,7 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 
 // printReplayTable prints the replay's overall and unseen-target figures.
 func printReplayTable(w io.Writer, r *eval.ReplayResult) {
-	fmt.Fprintf(w, "blend %s, λ = %g (chosen on the validation part)\n", r.Blend, r.Lambda)
+	fmt.Fprintf(w, "blend %s, λ = %g, μ = %g (chosen on the validation part)\n", r.Blend, r.Lambda, r.Mu)
 	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s\n", "cases", "n", "frozen", "", "blend", "", "online", "")
 	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s\n", "", "", "hr@20", "mrr@20", "hr@20", "mrr@20", "hr@20", "mrr@20")
 	row := func(name string, f eval.ReplayFigures) {

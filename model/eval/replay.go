@@ -93,8 +93,9 @@ type ReplayConfig struct {
 	// Model trains the frozen model; Online configures the table.
 	Model  model.Config
 	Online itemknow.Config
-	// Lambdas is the grid of online weights the blend chooses from.
-	Lambdas []float64
+	// Lambdas is the grid of online weights the blend chooses from, Mus
+	// the grid of weights of items unknown to the frozen model (linear).
+	Lambdas, Mus []float64
 	// Pool is how many candidates each side brings to the blend.
 	Pool int
 	Log  *slog.Logger
@@ -105,7 +106,7 @@ func DefaultReplay() ReplayConfig {
 	return ReplayConfig{
 		TrainFraction: 0.8, ValidFraction: 0.2, Bucket: time.Hour,
 		Model: model.DefaultConfig(), Online: itemknow.DefaultConfig(),
-		Lambdas: []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2}, Pool: 100,
+		Lambdas: []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2}, Mus: []float64{0.5, 1, 1.5, 2, 3}, Pool: 100,
 	}
 }
 
@@ -131,6 +132,7 @@ type ReplayResult struct {
 	ModelItems   int                `json:"model_items"`
 	Blend        string             `json:"blend"`
 	Lambda       float64            `json:"lambda"`
+	Mu           float64            `json:"mu"`
 	ValidMRR20   map[string]float64 `json:"valid_mrr@20_by_lambda"`
 	Overall      ReplayFigures      `json:"overall"`
 	Unseen       ReplayFigures      `json:"unseen_targets"`
@@ -259,20 +261,35 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 	best := -1.0
 	var scratch []itemknow.Scored
 	for _, mode := range BlendModes {
-		for _, l := range cfg.Lambdas {
-			var acc Accumulator
-			for i := range cases[:nValid] {
-				var r int
-				r, scratch = blendRank(&cases[i], mode, l, scratch)
-				acc.Add(r)
-			}
-			mrr := acc.Metrics().MRR20
-			res.ValidMRR20[mode+" "+strconv.FormatFloat(l, 'g', -1, 64)] = mrr
-			if mrr > best {
-				best, res.Blend, res.Lambda = mrr, mode, l
+		mus := []float64{1}
+		if mode == BlendLinear {
+			mus = cfg.Mus
+		}
+		for _, mu := range mus {
+			for _, l := range cfg.Lambdas {
+				var acc Accumulator
+				for i := range cases[:nValid] {
+					var r int
+					r, scratch = blendRank(&cases[i], mode, l, mu, scratch)
+					acc.Add(r)
+				}
+				mrr := acc.Metrics().MRR20
+				key := mode + " λ=" + strconv.FormatFloat(l, 'g', -1, 64)
+				if mode == BlendLinear {
+					key += " μ=" + strconv.FormatFloat(mu, 'g', -1, 64)
+				}
+				res.ValidMRR20[key] = mrr
+				if mrr > best {
+					best, res.Blend, res.Lambda, res.Mu = mrr, mode, l, mu
+				}
 			}
 		}
 	}
+	var facc Accumulator
+	for i := range cases[:nValid] {
+		facc.Add(rankOf(cases[i].frozen, cases[i].target))
+	}
+	res.ValidMRR20["frozen"] = facc.Metrics().MRR20
 	// Report on the rest.
 	type accs struct {
 		n       int
@@ -285,7 +302,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 	for i := range cases[nValid:] {
 		c := &cases[nValid+i]
 		var rb int
-		rb, scratch = blendRank(c, res.Blend, res.Lambda, scratch)
+		rb, scratch = blendRank(c, res.Blend, res.Lambda, res.Mu, scratch)
 		rf, ro := rankOf(c.frozen, c.target), rankOf(c.online, c.target)
 		k := int((c.timeMs - vcut) / bw)
 		for len(buckets) <= k {
@@ -311,7 +328,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		"before the table learns it (%d cases: the first %.0f%% of the replay's span, %d cases, tune the blend λ; figures on the other %d); "+
 		"frozen: the model as served (Go scorer, retrieval), top %d; online: itemknow.Candidates; "+
 		"blend: mode and λ chosen on the validation part by MRR@20 among linear (frozen score normalised to [0,1] over its top %d + λ·online score normalised to [0,1], "+
-		"an item absent from a list scoring 0 there, an item unknown to the frozen model scoring its online score alone), linear-plain (the same without the unknown-item rule) "+
+		"an item absent from a list scoring 0 there, an item unknown to the frozen model scoring μ·online, μ tuned too), linear-plain (the same without the unknown-item rule) "+
 		"and rrf (1/(61+rank) + λ/(61+online rank)); "+
 		"session items not excluded; unseen targets: not in the frozen model's catalogue",
 		cfg.TrainFraction*100, nTrain, len(sessions), len(cases), cfg.ValidFraction*100, nValid, len(cases)-nValid, cfg.Pool, cfg.Pool)
@@ -347,7 +364,7 @@ func rankOf(list []itemknow.Scored, target int64) int {
 // Blend modes: how the frozen and online lists are combined.
 const (
 	// BlendLinear: frozen + λ·online (normalised scores); an item unknown
-	// to the frozen model scores its online score alone, unweighted.
+	// to the frozen model scores μ·online.
 	BlendLinear = "linear"
 	// BlendLinearPlain: frozen + λ·online for every item, unknown ones
 	// included (they then score λ·online at most).
@@ -360,7 +377,7 @@ const (
 var BlendModes = []string{BlendLinear, BlendLinearPlain, BlendRRF}
 
 // blendRank is the rank of the target in the blend with weight l.
-func blendRank(c *replayCase, mode string, l float64, scratch []itemknow.Scored) (int, []itemknow.Scored) {
+func blendRank(c *replayCase, mode string, l, mu float64, scratch []itemknow.Scored) (int, []itemknow.Scored) {
 	s := append(scratch[:0], c.frozen...)
 	if mode == BlendRRF {
 		for i := range s {
@@ -373,7 +390,7 @@ func blendRank(c *replayCase, mode string, l float64, scratch []itemknow.Scored)
 		case mode == BlendRRF:
 			v = l / float64(61+i)
 		case mode == BlendLinear && c.fresh[i]:
-			v = o.Score
+			v = mu * o.Score
 		}
 		j := slices.IndexFunc(s[:len(c.frozen)], func(x itemknow.Scored) bool { return x.Item == o.Item })
 		if j >= 0 {
