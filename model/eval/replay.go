@@ -150,6 +150,8 @@ type replayCase struct {
 	frozen []itemknow.Scored // best first, scores in [0,1]
 	online []itemknow.Scored
 	fresh  []bool // online[i] is unknown to the frozen model
+	// lastFresh: the session's newest item is unknown to the frozen model.
+	lastFresh bool
 }
 
 // Replay trains the frozen model on the first part of clicks (time-ordered),
@@ -224,6 +226,8 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 			rc := replayCase{timeMs: c.TimeMs, target: c.Item}
 			_, known := m.Index(c.Item)
 			rc.unseen = !known
+			_, known = m.Index(pre[len(pre)-1])
+			rc.lastFresh = !known
 			// Frozen: the model as served.
 			x := &in[0]
 			x.Items = x.Items[:0]
@@ -262,7 +266,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 	var scratch []itemknow.Scored
 	for _, mode := range BlendModes {
 		mus := []float64{1}
-		if mode == BlendLinear {
+		if mode == BlendLinear || mode == BlendGate {
 			mus = cfg.Mus
 		}
 		for _, mu := range mus {
@@ -275,7 +279,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 				}
 				mrr := acc.Metrics().MRR20
 				key := mode + " λ=" + strconv.FormatFloat(l, 'g', -1, 64)
-				if mode == BlendLinear {
+				if mode == BlendLinear || mode == BlendGate {
 					key += " μ=" + strconv.FormatFloat(mu, 'g', -1, 64)
 				}
 				res.ValidMRR20[key] = mrr
@@ -329,7 +333,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		"frozen: the model as served (Go scorer, retrieval), top %d; online: itemknow.Candidates; "+
 		"blend: mode and λ chosen on the validation part by MRR@20 among linear (frozen score normalised to [0,1] over its top %d + λ·online score normalised to [0,1], "+
 		"an item absent from a list scoring 0 there, an item unknown to the frozen model scoring μ·online, μ tuned too), linear-plain (the same without the unknown-item rule) "+
-		"and rrf (1/(61+rank) + λ/(61+online rank)); "+
+		"rrf (1/(61+rank) + λ/(61+online rank)) and gate (linear, but online + λ·frozen when the session's newest item is unknown to the frozen model); "+
 		"session items not excluded; unseen targets: not in the frozen model's catalogue",
 		cfg.TrainFraction*100, nTrain, len(sessions), len(cases), cfg.ValidFraction*100, nValid, len(cases)-nValid, cfg.Pool, cfg.Pool)
 	return res, nil
@@ -371,13 +375,33 @@ const (
 	BlendLinearPlain = "linear-plain"
 	// BlendRRF: reciprocal rank fusion, 1/(60+rank) + λ/(60+rank online).
 	BlendRRF = "rrf"
+	// BlendGate: linear, except when the session's newest item is unknown
+	// to the frozen model: then online + λ·frozen (the model knows nothing
+	// of where the session is now).
+	BlendGate = "gate"
 )
 
 // BlendModes are the modes Replay tunes over.
-var BlendModes = []string{BlendLinear, BlendLinearPlain, BlendRRF}
+var BlendModes = []string{BlendLinear, BlendLinearPlain, BlendRRF, BlendGate}
 
 // blendRank is the rank of the target in the blend with weight l.
 func blendRank(c *replayCase, mode string, l, mu float64, scratch []itemknow.Scored) (int, []itemknow.Scored) {
+	if mode == BlendGate {
+		if !c.lastFresh {
+			return blendRank(c, BlendLinear, l, mu, scratch)
+		}
+		s := append(scratch[:0], c.online...)
+		for _, f := range c.frozen {
+			j := slices.IndexFunc(s[:len(c.online)], func(x itemknow.Scored) bool { return x.Item == f.Item })
+			if j >= 0 {
+				s[j].Score += l * f.Score
+			} else {
+				s = append(s, itemknow.Scored{Item: f.Item, Score: l * f.Score})
+			}
+		}
+		slices.SortStableFunc(s, func(a, b itemknow.Scored) int { return cmp.Compare(b.Score, a.Score) })
+		return rankOf(s, c.target), s
+	}
 	s := append(scratch[:0], c.frozen...)
 	if mode == BlendRRF {
 		for i := range s {
