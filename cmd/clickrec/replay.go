@@ -10,6 +10,11 @@ import (
 
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/model/eval"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
 )
 
 // isReplay reports whether clickrec eval was asked for the replay mode, and
@@ -38,12 +43,14 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 		files  cli.Strings
 		format string
 		jsOut  string
+		png    string
 		lg     cli.Logging
 	)
 	fs.Var(&files, "clicks", "comma-separated click files, merged in time order (required)")
 	fs.Env("clicks", "CLICKREC_REPLAY_CLICKS")
 	fs.StringVar(&format, "clicks-format", eval.FormatYooChoose, "format of --clicks: yoochoose (SessionId<TAB>ItemId<TAB>Time) or taobao (user,item,category,behavior,ts)")
 	fs.StringVar(&jsOut, "json", "", "write the JSON report here (required; - for stdout)")
+	fs.StringVar(&png, "plot", "", "also draw HR@20 per --bucket of the three recommenders as a PNG here")
 	fs.Float64Var(&rc.TrainFraction, "train-fraction", rc.TrainFraction, "share of the time span that trains the frozen model")
 	fs.Float64Var(&rc.ValidFraction, "replay-valid-fraction", rc.ValidFraction, "share of the replay's time span (its start) that tunes the blend weight")
 	fs.DurationVar(&rc.Bucket, "bucket", rc.Bucket, "width of the per-period figures")
@@ -92,6 +99,11 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 		return err
 	}
 	printReplayTable(os.Stderr, res)
+	if png != "" {
+		if err := plotReplay(png, res); err != nil {
+			return err
+		}
+	}
 	log.Info("replay done", "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -111,4 +123,33 @@ func printReplayTable(w io.Writer, r *eval.ReplayResult) {
 	for _, b := range r.Buckets {
 		row(b.Start.Format("01-02 15:04"), b.ReplayFigures)
 	}
+}
+
+// plotReplay draws HR@20 per period of the frozen model, the blend and the
+// online knowledge as a PNG.
+func plotReplay(path string, r *eval.ReplayResult) error {
+	p := plot.New()
+	p.Title.Text = "replay: HR@20 per period"
+	p.X.Label.Text = "period start (hours into the reported replay)"
+	p.Y.Label.Text = "HR@20"
+	line := func(f func(eval.ReplayFigures) float64) plotter.XYs {
+		var xy plotter.XYs
+		for _, b := range r.Buckets {
+			if b.Cases == 0 {
+				continue
+			}
+			xy = append(xy, plotter.XY{X: b.Start.Sub(r.Buckets[0].Start).Hours(), Y: f(b.ReplayFigures)})
+		}
+		return xy
+	}
+	if err := plotutil.AddLinePoints(p,
+		"frozen", line(func(f eval.ReplayFigures) float64 { return f.Frozen.HR20 }),
+		"frozen + online", line(func(f eval.ReplayFigures) float64 { return f.Blend.HR20 }),
+		"online", line(func(f eval.ReplayFigures) float64 { return f.Online.HR20 })); err != nil {
+		return fmt.Errorf("plotting the replay: %w", err)
+	}
+	if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
+		return fmt.Errorf("saving the replay plot: %w", err)
+	}
+	return nil
 }

@@ -133,6 +133,7 @@ type ReplayResult struct {
 	Blend        string             `json:"blend"`
 	Lambda       float64            `json:"lambda"`
 	Mu           float64            `json:"mu"`
+	ValidCases   int                `json:"valid_cases"`
 	ValidMRR20   map[string]float64 `json:"valid_mrr@20_by_lambda"`
 	Overall      ReplayFigures      `json:"overall"`
 	Unseen       ReplayFigures      `json:"unseen_targets"`
@@ -294,6 +295,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		facc.Add(rankOf(cases[i].frozen, cases[i].target))
 	}
 	res.ValidMRR20["frozen"] = facc.Metrics().MRR20
+	res.ValidCases = nValid
 	// Report on the rest.
 	type accs struct {
 		n       int
