@@ -125,7 +125,6 @@ type Table struct {
 	epochMs    int64
 	items      []item
 	index      map[int64]int32
-	free       []int32
 	nEst       int
 	estCap     int
 	pairEstCap int
@@ -259,16 +258,14 @@ func (t *Table) Apply(inc Increment) {
 	}
 }
 
-// admit returns the slot of id, making one for a new item: a free slot, or
-// the slot of the weakest item on probation among a deterministic sample.
+// admit returns the slot of id, making one for a new item: a new slot below
+// MaxItems, else the slot of the weakest item on probation among a
+// deterministic sample (8 slots, up to 64 until one is on probation).
 func (t *Table) admit(id int64) (x int32, isNew, ok bool) {
 	if x, ok := t.index[id]; ok {
 		return x, false, true
 	}
 	switch {
-	case len(t.free) > 0:
-		x = t.free[len(t.free)-1]
-		t.free = t.free[:len(t.free)-1]
 	case len(t.items) < t.cfg.MaxItems:
 		t.items = append(t.items, item{})
 		t.mark = append(t.mark, 0)
