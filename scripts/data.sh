@@ -17,6 +17,8 @@ files=(
   "diginetica/train_sessions.txt.gz 4edb566e716d335abbb6549184747a0f179b5754f70a3f74ff463e547b75311b CIKM Cup 2016 Diginetica, SR-GNN/NARM preprocessing (train sessions)"
   "diginetica/test_cases.dev.tsv.gz 957e6a7b51c9e66b3cd1f2c12e52c662ac6e19442c8c1c779e181a0d99981427 CIKM Cup 2016 Diginetica test sessions, half, as prefix<TAB>target cases"
   "taobao/UserBehavior.time-slice.csv.gz f5b3280589a52148e16a2d37488ee51fb09556bac39296d953cd64cb26b8ef61 Alibaba Tianchi dataset 649 (UserBehavior.csv), a 1.92 h time slice"
+  "yoochoose-100k/yoochoose-clicks-100k_train_full.txt.gz c0ce33f6a6042309e96f1ccb556a8b0c08dbf8a0dbe9e152d16df69d8704ae57 RecSys Challenge 2015 YooChoose clicks, a 100k-click sample (SessionId<TAB>ItemId<TAB>Time), training part"
+  "yoochoose-100k/yoochoose-clicks-100k_test.txt.gz 3b6130bdf061463bf8b774c7fc429bfc01a28618d298b081df8855eb7dbb80d5 RecSys Challenge 2015 YooChoose clicks, the same sample's last day (test part)"
   "taobao/UserBehavior.user-tail-10k.csv 06ea4a11021807f050ab79af08807578748b5651749682de7fe1bf16eced9f70 Alibaba Tianchi dataset 649 (UserBehavior.csv), 114 users' full histories"
 )
 

@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(command{name: "eval", synopsis: "offline next-item evaluation: POP, S-POP, item-kNN, V-SKNN and the served model", run: runEval})
+	register(command{name: "eval", synopsis: "offline next-item evaluation: POP, S-POP, item-kNN, V-SKNN and the served model; --replay: frozen vs online item knowledge in time order", run: runEval})
 }
 
 var evalModels = []string{"pop", "spop", "iknn", "vsknn", "served"}
@@ -49,6 +49,9 @@ type evalData struct {
 // evaluates them, writes the report and prints the table, and saves the
 // served model trained here if asked to.
 func runEval(ctx context.Context, args []string) error {
+	if replay, rest := isReplay(args); replay {
+		return runReplay(ctx, rest)
+	}
 	f, log, err := parseEval(args)
 	if err != nil {
 		return err
@@ -318,7 +321,10 @@ func evalProtocol(f *evalFlags, data *evalData) string {
 }
 
 // writeEvalReport writes the JSON report to path, or to stdout for "-".
-func writeEvalReport(path string, res *eval.Result) error {
+func writeEvalReport(path string, res *eval.Result) error { return writeJSON(path, res) }
+
+// writeJSON writes v as indented JSON to path, or to stdout for "-".
+func writeJSON(path string, res any) error {
 	var js bytes.Buffer
 	enc := json.NewEncoder(&js)
 	enc.SetEscapeHTML(false)
