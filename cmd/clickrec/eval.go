@@ -95,7 +95,11 @@ ids; gzip or plain). Reported: HR@10, HR@20, MRR@20, NDCG@10. Models: pop,
 spop (session popularity, global fallback), iknn (item-kNN on the last item),
 vsknn (V-SKNN, Ludewig & Jannach 2018) and served (the trained model as the hot
 path serves it: candidates retrieved, then ranked, through --scorer; trained here
-with the train flags unless --model loads one).`)
+with the train flags unless --model loads one).
+
+clickrec eval --replay is another mode, with flags of its own (clickrec eval
+--replay --help): clicks replayed in time order, the frozen model against the
+online item knowledge (package itemknow).`)
 	var (
 		f      = &evalFlags{vk: eval.DefaultVSKNN, iknnLambda: 20.0}
 		ortLib string

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/clickrec/clickrec/internal/cli"
@@ -21,9 +22,12 @@ import (
 // returns the other arguments.
 func isReplay(args []string) (bool, []string) {
 	for i, a := range args {
-		if a == "--replay" || a == "-replay" {
-			return true, slices.Delete(slices.Clone(args), i, i+1)
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "replay" {
+			continue
 		}
+		on := !hasVal || val == "true" || val == "1"
+		return on, slices.Delete(slices.Clone(args), i, i+1)
 	}
 	return false, args
 }

@@ -19,6 +19,8 @@ func TestIsReplay(t *testing.T) {
 	}
 	f([]string{"--train", "x"}, false, []string{"--train", "x"})
 	f([]string{"--json", "-", "--replay", "--clicks", "a"}, true, []string{"--json", "-", "--clicks", "a"})
+	f([]string{"--replay=true", "--clicks", "a"}, true, []string{"--clicks", "a"})
+	f([]string{"--replay=false", "--train", "x"}, false, []string{"--train", "x"})
 }
 
 func TestReplayNeedsClicks(t *testing.T) {
