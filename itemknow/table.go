@@ -408,17 +408,22 @@ func (t *Table) promotePair(it *item, j int) {
 // fix restores the order of ps (weight descending, then slot ascending)
 // after ps[j] changed.
 func (t *Table) fix(ps []pair, j int) {
-	for j > 0 && pairBefore(ps[j], ps[j-1]) {
+	for j > 0 && t.pairBefore(ps[j], ps[j-1]) {
 		ps[j], ps[j-1] = ps[j-1], ps[j]
 		j--
 	}
-	for j+1 < len(ps) && pairBefore(ps[j+1], ps[j]) {
+	for j+1 < len(ps) && t.pairBefore(ps[j+1], ps[j]) {
 		ps[j], ps[j+1] = ps[j+1], ps[j]
 		j++
 	}
 }
 
-func pairBefore(a, b pair) bool { return a.w > b.w || a.w == b.w && a.slot < b.slot }
+// pairBefore orders a neighbour list: heavier first, equal weights by item
+// id (not by slot: slots depend on the order items arrived in, and two
+// workers must list the same neighbours in the same order).
+func (t *Table) pairBefore(a, b pair) bool {
+	return a.w > b.w || a.w == b.w && t.items[a.slot].id < t.items[b.slot].id
+}
 
 func (t *Table) itemBefore(a, b int32) bool {
 	x, y := &t.items[a], &t.items[b]
