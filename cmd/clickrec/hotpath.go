@@ -119,6 +119,17 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	if err := kafkautil.EnsureTopics(ctx, &f.kafka, kcl, f.cfg.Topics); err != nil {
 		return err
 	}
+	need := kafkautil.GroupNeeds{SessionTimeout: f.cfg.SessionTimeout}
+	if !f.cfg.AtLeastOnce {
+		need.TxnTimeout = f.cfg.TxnTimeout
+	}
+	findings, err := kafkautil.CheckBrokerSettings(ctx, kcl, need)
+	if err != nil {
+		return err
+	}
+	for _, fd := range findings {
+		log.Warn("a broker setting slows membership changes down", "setting", fd.Setting, "value", fd.Value, "why", fd.Why)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := hotpath.Options{Logger: log, Registry: reg}
