@@ -40,7 +40,7 @@ import (
 
 // Images, overridable by environment variables of the same names.
 var (
-	kafkaImage    = image("CLICKREC_TEST_KAFKA_IMAGE", "apache/kafka:4.3.2")
+	kafkaImage    = image("CLICKREC_TEST_KAFKA_IMAGE", "apache/kafka:4.1.1")
 	redisImage    = image("CLICKREC_TEST_REDIS_IMAGE", "redis:7.4")
 	temporalImage = image("CLICKREC_TEST_TEMPORAL_IMAGE", "temporalio/temporal:1.5.1")
 )
