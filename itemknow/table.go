@@ -132,7 +132,8 @@ type Table struct {
 	top        topList
 	cats       map[int64]*topList
 	st         Stats
-	mark       []int32 // Candidates' scratch: slot → position+1 in out
+	mark       []int32  // Candidates' scratch: slot → position+1 in out
+	srcs       []source // Candidates' and Score's scratch: the session's sources
 }
 
 // New returns an empty table.
@@ -549,23 +550,12 @@ func sessionWeight(d int) float64 { return 1 / float64(d+1) }
 // asked at. Session items are not excluded.
 func (t *Table) Candidates(session []int64, n int, out []Scored) []Scored {
 	out = out[:0]
-	d := 0
-	for i := len(session) - 1; i >= 0 && d < MaxPrev; i-- {
-		x, ok := t.index[session[i]]
-		if !ok {
-			continue
-		}
-		src := &t.items[x]
-		if src.pop == 0 {
-			continue
-		}
-		r := sessionWeight(d) / src.pop
-		d++
-		for _, p := range src.nbrs {
+	for _, src := range t.sources(session) {
+		for _, p := range t.items[src.slot].nbrs {
 			if !t.usable(p) {
 				continue
 			}
-			s := r * p.w
+			s := src.r * p.w
 			if m := t.mark[p.slot]; m > 0 {
 				out[m-1].Score += s
 				continue
@@ -596,26 +586,37 @@ func (t *Table) Score(session []int64, candidate int64) float64 {
 	}
 	cg := t.items[c].gen
 	var sum float64
-	d := 0
-	for i := len(session) - 1; i >= 0 && d < MaxPrev; i-- {
-		x, ok := t.index[session[i]]
-		if !ok {
-			continue
-		}
-		src := &t.items[x]
-		if src.pop == 0 {
-			continue
-		}
-		r := sessionWeight(d) / src.pop
-		d++
-		for _, p := range src.nbrs {
+	for _, src := range t.sources(session) {
+		for _, p := range t.items[src.slot].nbrs {
 			if p.slot == c && p.gen == cg && t.usable(p) {
-				sum += r * p.w
+				sum += src.r * p.w
 				break
 			}
 		}
 	}
 	return sum
+}
+
+// source is a session item the table knows, with the weight of its
+// neighbours: 1/(d+1) for the d-th newest such item, over its popularity.
+type source struct {
+	slot int32
+	r    float64
+}
+
+// sources returns the session's newest MaxPrev known items with a
+// popularity, newest first, in the table's scratch (valid until the next
+// call).
+func (t *Table) sources(session []int64) []source {
+	t.srcs = t.srcs[:0]
+	for i := len(session) - 1; i >= 0 && len(t.srcs) < MaxPrev; i-- {
+		x, ok := t.index[session[i]]
+		if !ok || t.items[x].pop == 0 {
+			continue
+		}
+		t.srcs = append(t.srcs, source{slot: x, r: sessionWeight(len(t.srcs)) / t.items[x].pop})
+	}
+	return t.srcs
 }
 
 // Stats returns the table's counters.

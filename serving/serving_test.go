@@ -128,15 +128,23 @@ func TestFromDir(t *testing.T) {
 	}
 }
 
-// TestFollow: the current version is served before Follow returns, a
-// promotion swaps it, and a version that cannot load keeps the one served.
-func TestFollow(t *testing.T) {
+// registryDB returns a client of this package's test database, emptied now
+// and when the test ends.
+func registryDB(t *testing.T) *redis.Client {
+	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DB: redisDB})
-	ctx := testenv.Context(t, 30*time.Second)
-	if err := rc.FlushDB(ctx).Err(); err != nil {
+	if err := rc.FlushDB(testenv.Context(t, 10*time.Second)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rc.FlushDB(context.Background()); rc.Close() })
+	return rc
+}
+
+// TestFollow: the current version is served before Follow returns, a
+// promotion swaps it, and a version that cannot load keeps the one served.
+func TestFollow(t *testing.T) {
+	rc := registryDB(t)
+	ctx := testenv.Context(t, 30*time.Second)
 	reg := registry.New(rc)
 	register := func(v string, bin []byte) {
 		t.Helper()
@@ -197,12 +205,8 @@ func TestFollow(t *testing.T) {
 // down serves the version it served last, from its local cache; without a
 // cache, a registry that does not answer is an error, as before.
 func TestFollowServesCacheWhenRegistryDown(t *testing.T) {
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DB: redisDB})
+	rc := registryDB(t)
 	ctx := testenv.Context(t, 30*time.Second)
-	if err := rc.FlushDB(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc.FlushDB(context.Background()); rc.Close() })
 	reg := registry.New(rc)
 	b, err := testModel(t, 120, 3).MarshalBinary()
 	if err != nil {
