@@ -129,11 +129,10 @@ func newCluster(t *testing.T, partitions int) *cluster {
 	t.Helper()
 	brokers := testenv.KafkaBrokers(t)
 	prefix := testenv.Name("e2e") + "-"
-	topics := kafkautil.Topics{}
-	d := kafkautil.DefaultTopics
-	topics.Events, topics.Recs = kafkautil.Stream(prefix+string(d.Events)), kafkautil.Stream(prefix+string(d.Recs))
-	topics.Changelog, topics.Late = kafkautil.Table(prefix+string(d.Changelog)), kafkautil.Stream(prefix+string(d.Late))
-	topics.DLQ, topics.Windows = kafkautil.Stream(prefix+string(d.DLQ)), kafkautil.Stream(prefix+string(d.Windows))
+	topics, err := kafkautil.PrefixedTopics(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &cluster{stateDir: t.TempDir(), brokers: brokers, prefix: prefix, topics: topics, group: prefix + "group",
 		kcfg: kafkautil.Config{Brokers: brokers, Partitions: partitions, ReplicationFactor: 1, DialTimeout: 10 * time.Second}}
 	cl, err := kgo.NewClient(c.kcfg.Opts("e2e-admin")...)

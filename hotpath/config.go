@@ -9,6 +9,7 @@ import (
 
 	"github.com/clickrec/clickrec/internal/cli"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/itemknow"
 )
 
 // Config is the hot path's behaviour. The zero value is not usable; start from
@@ -54,6 +55,15 @@ type Config struct {
 	DriftPublishEvery time.Duration // how often the live drift profile of the current minute is written to Redis
 
 	LagEvery time.Duration // how often the consumer lag gauge is computed from the group's committed offsets (0: only from fetched records)
+
+	// Learn turns on online item knowledge (package itemknow): each
+	// transaction carries what its clicks teach to Topics.Knowledge, every
+	// worker reads that topic whole, read_committed, and ranks with it
+	// next to the model. See DESIGN.md, "Online item knowledge".
+	Learn     bool
+	Knowledge itemknow.Config  // the table's half-life and caps (the same on every worker)
+	Lookback  time.Duration    // how much of the topic a starting worker reads
+	Blend     itemknow.Weights // the online knowledge against the model
 }
 
 // DefaultConfig returns the documented defaults (DESIGN.md).
@@ -85,6 +95,11 @@ func DefaultConfig() Config {
 
 		DriftPublishEvery: 10 * time.Second,
 		LagEvery:          10 * time.Second,
+
+		Learn:     true,
+		Knowledge: itemknow.DefaultConfig(),
+		Lookback:  8 * time.Hour,
+		Blend:     itemknow.DefaultWeights(),
 	}
 	c.Limits.MaxRecordBytes = 16 << 10
 	c.Limits.MaxFutureSkew = time.Minute
@@ -151,6 +166,20 @@ func (c *Config) Register(fs *cli.FlagSet) {
 		return nil
 	})
 	fs.Env("topic-prefix", "CLICKREC_HOTPATH_TOPIC_PREFIX")
+	fs.BoolVar(&c.Learn, "learn", c.Learn, "online item knowledge: new items and trends are learned from the clicks within seconds (through the item-knowledge topic, exactly once) and ranked next to the model; false ranks with the model alone")
+	fs.Env("learn", "CLICKREC_HOTPATH_LEARN")
+	fs.DurationVar(&c.Knowledge.HalfLife, "ik-half-life", c.Knowledge.HalfLife, "half-life of the online item knowledge: a click's weight halves this often (the same on every worker)")
+	fs.Env("ik-half-life", "CLICKREC_HOTPATH_IK_HALF_LIFE")
+	fs.IntVar(&c.Knowledge.MaxItems, "ik-max-items", c.Knowledge.MaxItems, "most items the online knowledge holds (≈ 500 B each with their pairs); the weakest of those clicked by one shopper only make room")
+	fs.Env("ik-max-items", "CLICKREC_HOTPATH_IK_MAX_ITEMS")
+	fs.IntVar(&c.Knowledge.MaxPairs, "ik-max-pairs", c.Knowledge.MaxPairs, "most item pairs the online knowledge holds (24 B each)")
+	fs.Env("ik-max-pairs", "CLICKREC_HOTPATH_IK_MAX_PAIRS")
+	fs.DurationVar(&c.Lookback, "ik-lookback", c.Lookback, "how much of the item-knowledge topic a starting worker reads before it joins the group (older clicks weigh 2^(-lookback/half-life) or less); the topic keeps 24 h")
+	fs.Env("ik-lookback", "CLICKREC_HOTPATH_IK_LOOKBACK")
+	fs.Float64Var(&c.Blend.Known, "ik-weight", c.Blend.Known, "weight of the online score of an item the model knows, next to the model's score (both scaled to [0,1] over their top lists)")
+	fs.Env("ik-weight", "CLICKREC_HOTPATH_IK_WEIGHT")
+	fs.Float64Var(&c.Blend.New, "ik-new-weight", c.Blend.New, "weight of the online score of an item the model does not know (a new item): where new items rank against the model's best")
+	fs.Env("ik-new-weight", "CLICKREC_HOTPATH_IK_NEW_WEIGHT")
 }
 
 // Validate checks the values and says what to fix.
@@ -211,6 +240,20 @@ func (c *Config) Validate() error {
 	}
 	if c.TxnTimeout < time.Second {
 		return cli.Usagef("--txn-timeout must be at least 1s, got %v", c.TxnTimeout)
+	}
+	if c.Learn {
+		if c.Knowledge.HalfLife < time.Second {
+			return cli.Usagef("--ik-half-life must be at least 1s, got %v", c.Knowledge.HalfLife)
+		}
+		if c.Knowledge.MaxItems < 8 || c.Knowledge.MaxPairs < 8 {
+			return cli.Usagef("--ik-max-items and --ik-max-pairs must be at least 8, got %d and %d", c.Knowledge.MaxItems, c.Knowledge.MaxPairs)
+		}
+		if c.Lookback < 0 {
+			return cli.Usagef("--ik-lookback must not be negative (0 starts with no item knowledge), got %v", c.Lookback)
+		}
+		if c.Blend.Known < 0 || c.Blend.New < 0 {
+			return cli.Usagef("--ik-weight and --ik-new-weight must not be negative, got %v and %v", c.Blend.Known, c.Blend.New)
+		}
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	redisWrites *prometheus.CounterVec
 	redisQueue  prometheus.Gauge
 	rewrites    prometheus.Counter
+	newItems    prometheus.Counter
 }
 
 var latencyBuckets = []float64{.001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .07, .075, .1, .15, .2, .3, .5, 1, 2, 5}
@@ -73,10 +74,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Users whose latest state is waiting to be written to Redis."}),
 		rewrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "recsys_hotpath_redis_rewrites_total",
 			Help: "Restored users handed to the Redis writer again after a restore (--redis-rewrite-rate)."}),
+		newItems: prometheus.NewCounter(prometheus.CounterOpts{Name: "recsys_itemknow_recommended_new_items_total",
+			Help: "Items the serving model does not know that the online item knowledge put into recommendations."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.e2e, m.events, m.dlq, m.batch, m.inference, m.scoreErrors, m.txnCommit, m.txns, m.lag, m.wmLag,
-			m.stateUsers, m.recs, m.modelVer, m.windows, m.refired, m.expired, m.restores, m.redisWrites, m.redisQueue, m.rewrites)
+			m.stateUsers, m.recs, m.modelVer, m.windows, m.refired, m.expired, m.restores, m.redisWrites, m.redisQueue, m.rewrites, m.newItems)
 	}
 	return m
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/event"
 	"github.com/clickrec/clickrec/featurestore"
+	"github.com/clickrec/clickrec/itemknow"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/wire"
 )
@@ -54,6 +55,10 @@ type partition struct {
 
 	// Restored users still to be written to Redis again (--redis-rewrite-rate).
 	rewrite []string
+
+	// ik is the item-knowledge record of this batch's clicks
+	// (itemknow.AppendRecord), produced with the batch.
+	ik []byte
 }
 
 func newPartition(id int32, store string) *partition {
@@ -148,6 +153,7 @@ func (part *partition) rollback() {
 	}
 	part.popped = part.popped[:0]
 	clear(part.touched)
+	part.ik = part.ik[:0]
 }
 
 // commit ends a batch whose transaction committed.
@@ -176,6 +182,8 @@ type pendingRec struct {
 	exclLen   int
 	useModel  bool
 	seqAtTime uint64
+	sessOff   int // into processor.sess: the session's items for the online knowledge
+	sessLen   int
 }
 
 // processor turns one poll's records into the transaction's output records and
@@ -186,6 +194,7 @@ type processor struct {
 	parts   map[int32]*partition
 	serving *Serving
 	pop     *featurestore.Popularity
+	ik      *itemknow.Global // nil: no online item knowledge to rank with
 	now     func() time.Time
 	m       *metrics
 
@@ -218,6 +227,14 @@ type processor struct {
 	// scoreErr is the scoring error of the current batch, if any: its clicks
 	// got the popularity fallback (the loop logs it).
 	scoreErr error
+
+	// The online item knowledge's scratch: the pending clicks' session
+	// items, one click's increment history, and the lists of one ranking.
+	sess                     []int64
+	before                   []int64
+	mlist, olist, blend, liv []itemknow.Scored
+	known                    func(int64) bool // the serving model knows an item id
+	knownModel               *model.Model
 }
 
 func newProcessor(cfg *Config, m *metrics) *processor {
@@ -232,6 +249,7 @@ func (p *processor) begin() {
 	p.items = p.items[:0]
 	p.weights = p.weights[:0]
 	p.excl = p.excl[:0]
+	p.sess = p.sess[:0]
 	clear(p.effects)
 	p.recordTimes = p.recordTimes[:0]
 	p.arenaLast = max(p.arenaLast, len(p.arena))
@@ -295,6 +313,9 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 	u.dropClosedWindows(part.wm - p.cfg.AllowedLateness.Milliseconds() - p.cfg.Window.Milliseconds())
 	prevLast := u.lastTs
 	w := u.apply(c, p.cfg)
+	if p.cfg.Learn {
+		p.learn(part, u, c)
+	}
 	part.touched[c.UserID] = struct{}{}
 	if w.fired == 0 && w.events() == 1 {
 		part.timers.add(timer{at: w.start + p.cfg.Window.Milliseconds(), kind: timerFire, user: u.id, arg: w.start})
@@ -318,6 +339,21 @@ func (p *processor) process(part *partition, r *kgo.Record) {
 			part.wmDirty = true
 		}
 	}
+}
+
+// learn adds what click c (just applied to u) teaches about items to the
+// partition's item-knowledge record: its item, its category and the
+// session's items before it in event time.
+func (p *processor) learn(part *partition, u *userState, c *event.Click) {
+	p.before = p.before[:0]
+	for _, re := range u.recent { // c among them: NewIncrement skips its item
+		if re.ts >= u.sessionStart && re.ts <= c.TimestampMs {
+			p.before = append(p.before, re.item)
+		}
+	}
+	inc := itemknow.NewIncrement(c.TimestampMs, c.ItemID, itemknow.CategoryKey(c.Category), itemknow.SessionHash(c.UserID), p.before)
+	inc.Seq = u.sessionEvts - 1
+	part.ik = itemknow.AppendRecord(part.ik, inc)
 }
 
 // replayed handles a click that u's state holds already: at-least-once mode
@@ -392,6 +428,13 @@ func (p *processor) enqueueRec(part *partition, u *userState, c *event.Click, re
 	}
 	pr.itemsLen, pr.exclLen = len(p.items)-pr.itemsOff, len(p.excl)-pr.exclOff
 	pr.useModel = pr.itemsLen > 0
+	if p.ik != nil {
+		pr.sessOff = len(p.sess)
+		for _, re := range u.recent {
+			p.sess = append(p.sess, re.item)
+		}
+		pr.sessLen = len(p.sess) - pr.sessOff
+	}
 	p.pending = append(p.pending, pr)
 }
 
@@ -404,6 +447,10 @@ func (p *processor) finish() []*kgo.Record {
 	for _, part := range p.parts {
 		p.fireTimers(part)
 		p.writeChangelog(part)
+		if len(part.ik) > 0 {
+			p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Knowledge), Partition: part.id, Value: p.keep(part.ik)})
+			part.ik = part.ik[:0]
+		}
 	}
 	return p.out
 }
@@ -411,6 +458,15 @@ func (p *processor) finish() []*kgo.Record {
 func (p *processor) scoreBatch() {
 	nowMs := p.now().UnixMilli()
 	k := p.cfg.TopK
+	pool := k // what the model brings: its top k, or more to blend from
+	var t *itemknow.Table
+	if p.ik != nil {
+		pool = 2 * k
+		// One lock for the batch's queries: the reader applies other
+		// workers' increments a record at a time between them.
+		t = p.ik.Lock()
+		defer p.ik.Unlock()
+	}
 	p.inputs = p.inputs[:0]
 	for i := range p.pending {
 		pr := &p.pending[i]
@@ -423,12 +479,12 @@ func (p *processor) scoreBatch() {
 		}
 	}
 	for len(p.scored) < len(p.inputs) {
-		p.scored = append(p.scored, make([]model.Rec, 0, k))
+		p.scored = append(p.scored, make([]model.Rec, 0, pool))
 	}
 	p.scoreErr = nil
 	if len(p.inputs) > 0 {
 		start := time.Now()
-		if err := p.serving.Scorer.Score(p.inputs, k, p.scored[:len(p.inputs)]); err != nil {
+		if err := p.serving.Scorer.Score(p.inputs, pool, p.scored[:len(p.inputs)]); err != nil {
 			// Retrying the batch would fail the same way, forever: its clicks
 			// get the popularity fallback instead, and the error is counted.
 			p.scoreErr = err
@@ -441,36 +497,66 @@ func (p *processor) scoreBatch() {
 			p.m.batch.Observe(float64(len(p.inputs)))
 		}
 	}
+	if t != nil && p.serving != nil && p.knownModel != p.serving.Model {
+		p.knownModel = p.serving.Model
+		m := p.knownModel
+		p.known = func(id int64) bool { _, ok := m.Index(id); return ok }
+	}
 	j := 0
 	for i := range p.pending {
 		pr := &p.pending[i]
 		rec := &p.rec
 		rec.Items = rec.Items[:0]
 		var strategy, version string
-		if pr.useModel {
+		if p.serving != nil {
+			version = p.serving.Version
+		}
+		online := p.onlineCandidates(t, pr, pool)
+		top1, hasTop1 := 0.0, false
+		switch {
+		case pr.useModel:
 			recs := p.scored[j]
 			j++
-			strategy, version = wire.StrategyModel, p.serving.Version
-			for _, r := range recs {
-				rec.Items = append(rec.Items, wire.Item{ItemID: p.serving.Model.ItemIDs[r.Index], Score: r.Score})
+			strategy = wire.StrategyModel
+			if hasTop1 = len(recs) > 0; hasTop1 {
+				top1 = float64(recs[0].Score)
 			}
-		} else {
+			if len(online) == 0 {
+				for _, r := range recs[:min(k, len(recs))] {
+					rec.Items = append(rec.Items, wire.Item{ItemID: p.serving.Model.ItemIDs[r.Index], Score: r.Score})
+				}
+				break
+			}
+			p.mlist = p.mlist[:0]
+			for _, r := range recs {
+				p.mlist = append(p.mlist, itemknow.Scored{Item: p.serving.Model.ItemIDs[r.Index], Score: float64(r.Score)})
+			}
+			p.blend = itemknow.Blend(p.mlist, online, p.known, p.cfg.Blend, k, p.blend)
+			p.appendItems(rec, p.blend)
+		default:
 			var items []featurestore.Scored
-			items, strategy = fallback(p.pop, pr.click.Category, k, pr.user.purchased, pr.click.ItemID)
-			if p.serving != nil {
-				version = p.serving.Version
+			items, strategy = p.fallback(t, pr, nowMs)
+			if len(online) > 0 {
+				// The drift profile counts what the model alone would have
+				// done (the fallback): the reference knows no online lists.
+				if p.live != nil {
+					drift.ObserveStrategy(p.live, strategy, 0, false)
+				}
+				strategy = wire.StrategyOnline
+				p.appendItems(rec, online[:min(k, len(online))])
 			}
 			for _, it := range items {
-				rec.Items = append(rec.Items, wire.Item{ItemID: it.ItemID, Score: it.Score})
+				if len(rec.Items) == k {
+					break
+				}
+				if !slices.ContainsFunc(rec.Items, func(x wire.Item) bool { return x.ItemID == it.ItemID }) {
+					rec.Items = append(rec.Items, wire.Item{ItemID: it.ItemID, Score: it.Score})
+				}
 			}
 		}
 		p.m.recs.WithLabelValues(strategy).Inc()
-		if p.live != nil {
-			top1, has := 0.0, pr.useModel && len(p.scored[j-1]) > 0
-			if has {
-				top1 = float64(p.scored[j-1][0].Score)
-			}
-			drift.ObserveStrategy(p.live, strategy, top1, has)
+		if p.live != nil && strategy != wire.StrategyOnline {
+			drift.ObserveStrategy(p.live, strategy, top1, hasTop1)
 		}
 		rec.EventID, rec.UserID = pr.click.EventID, pr.click.UserID
 		rec.Strategy, rec.ModelVersion = strategy, version
@@ -490,6 +576,54 @@ func (p *processor) scoreBatch() {
 		e := p.effects[u.id]
 		e.recs, e.rseq = val, pr.seqAtTime
 		p.effects[u.id] = e
+	}
+}
+
+// onlineCandidates returns the online item knowledge's candidates for a
+// pending click's session (pool of them, best first), without the clicked
+// item and the shopper's purchases; nil without a table.
+func (p *processor) onlineCandidates(t *itemknow.Table, pr *pendingRec, pool int) []itemknow.Scored {
+	if t == nil || pr.sessLen == 0 {
+		return nil
+	}
+	p.olist = t.Candidates(p.sess[pr.sessOff:pr.sessOff+pr.sessLen], pool+1+len(pr.user.purchased), p.olist)
+	n := 0
+	for _, o := range p.olist {
+		if o.Item != pr.click.ItemID && !slices.Contains(pr.user.purchased, o.Item) && n < pool {
+			p.olist[n] = o
+			n++
+		}
+	}
+	p.olist = p.olist[:n]
+	if p.known == nil && n > 0 { // no model: every item is new to it
+		p.known = func(int64) bool { return false }
+	}
+	return p.olist
+}
+
+// fallback is the popularity fallback of a pending click: the online item
+// knowledge's recent popularity first (the click's category, then
+// overall), topped up from the popularity table.
+func (p *processor) fallback(t *itemknow.Table, pr *pendingRec, nowMs int64) ([]featurestore.Scored, string) {
+	k := p.cfg.TopK
+	var liveCat, liveAll []itemknow.Scored
+	if t != nil {
+		n := k + 1 + len(pr.user.purchased)
+		p.liv = t.PopularIn(itemknow.CategoryKey(pr.click.Category), n, nowMs, p.liv)
+		liveCat = p.liv
+		p.blend = t.Popular(n, nowMs, p.blend)
+		liveAll = p.blend
+	}
+	return fallback(p.pop, liveCat, liveAll, pr.click.Category, k, pr.user.purchased, pr.click.ItemID)
+}
+
+// appendItems appends scored items to rec.
+func (p *processor) appendItems(rec *wire.Recommendation, items []itemknow.Scored) {
+	for _, it := range items {
+		rec.Items = append(rec.Items, wire.Item{ItemID: it.Item, Score: float32(it.Score)})
+		if !p.known(it.Item) {
+			p.m.newItems.Inc()
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/featurestore"
+	"github.com/clickrec/clickrec/itemknow"
 	"github.com/clickrec/clickrec/model"
 	"github.com/clickrec/clickrec/wire"
 )
@@ -24,42 +25,49 @@ type Serving struct {
 	Reference drift.ReferenceSet
 }
 
-// fallback returns up to k items of the popularity table p for a shopper
-// without usable history: the category's top items, topped up from the global
-// list; excluded items (bought, the current one) are skipped. strategy says
-// which table supplied the first item.
-func fallback(p *featurestore.Popularity, category string, k int, bought []int64, current int64) ([]featurestore.Scored, string) {
-	if p == nil {
-		return nil, wire.StrategyGlobalPopular
-	}
+// fallback returns up to k items for a shopper without usable history: the
+// category's top items, then the overall ones, each time the online item
+// knowledge's recent popularity (liveCat, liveAll; decayed click counts)
+// before the popularity table p's; excluded items (bought, the current one)
+// are skipped. strategy says which kind of list supplied the first item.
+func fallback(p *featurestore.Popularity, liveCat, liveAll []itemknow.Scored, category string, k int, bought []int64, current int64) ([]featurestore.Scored, string) {
 	out := make([]featurestore.Scored, 0, k)
-	skip := func(id int64) bool {
-		if id == current || slices.Contains(bought, id) {
+	add := func(id int64, score float32) bool {
+		if len(out) == k {
+			return false
+		}
+		if id == current || slices.Contains(bought, id) || slices.ContainsFunc(out, func(o featurestore.Scored) bool { return o.ItemID == id }) {
 			return true
 		}
-		for _, o := range out {
-			if o.ItemID == id {
-				return true
+		out = append(out, featurestore.Scored{ItemID: id, Score: score})
+		return true
+	}
+	for _, it := range liveCat {
+		if !add(it.Item, float32(it.Score)) {
+			break
+		}
+	}
+	if p != nil {
+		for _, it := range p.ByCategory[category] {
+			if !add(it.ItemID, it.Score) {
+				break
 			}
 		}
-		return false
 	}
 	strategy := wire.StrategyGlobalPopular
-	for _, it := range p.ByCategory[category] {
-		if len(out) == k {
+	if len(out) > 0 {
+		strategy = wire.StrategyCategoryPopular
+	}
+	for _, it := range liveAll {
+		if !add(it.Item, float32(it.Score)) {
 			break
-		}
-		if !skip(it.ItemID) {
-			out = append(out, it)
-			strategy = wire.StrategyCategoryPopular
 		}
 	}
-	for _, it := range p.Global {
-		if len(out) == k {
-			break
-		}
-		if !skip(it.ItemID) {
-			out = append(out, it)
+	if p != nil {
+		for _, it := range p.Global {
+			if !add(it.ItemID, it.Score) {
+				break
+			}
 		}
 	}
 	return out, strategy

@@ -23,6 +23,7 @@ import (
 	"github.com/clickrec/clickrec/drift"
 	"github.com/clickrec/clickrec/featurestore"
 	"github.com/clickrec/clickrec/internal/kafkautil"
+	"github.com/clickrec/clickrec/itemknow"
 )
 
 // Worker is one hot path stream worker: a member of the hot path consumer group
@@ -41,6 +42,7 @@ type Worker struct {
 	m      *metrics
 	rw     *redisWriter
 	swap   swapper
+	ik     *itemknow.Global // nil: --learn=false
 	ready  atomic.Bool
 	joined atomic.Bool // the current session got its first assignment (possibly empty)
 
@@ -73,6 +75,15 @@ func New(cfg Config, kafka kafkautil.Config, opts Options) (*Worker, error) {
 		assigned: map[int32]bool{}, revoked: map[int32]bool{}}
 	if opts.Redis != nil {
 		w.rw = newRedisWriter(opts.Redis, cfg.RedisTTL, w.m, opts.Logger)
+	}
+	if cfg.Learn {
+		w.ik = itemknow.NewGlobal(itemknow.GlobalConfig{
+			Table: cfg.Knowledge, Topic: string(cfg.Topics.Knowledge), Lookback: cfg.Lookback, Log: opts.Logger,
+			Opts: kafka.Opts("clickrec-hotpath-knowledge-" + cfg.InstanceID),
+		})
+		if opts.Registry != nil {
+			opts.Registry.MustRegister(newKnowledgeCollector(w.ik))
+		}
 	}
 	return w, nil
 }
@@ -112,6 +123,25 @@ func (w *Worker) Run(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { w.watchLag(lctx, w.cfg.LagEvery); close(done) }()
 		defer func() { cancel(); <-done }()
+	}
+	if w.ik != nil {
+		kctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.ik.Run(kctx) }()
+		defer func() { cancel(); <-done }()
+		// Join the group with what every worker learned so far: a worker
+		// that ranked without it would answer its first clicks worse.
+		select {
+		case <-w.ik.Ready():
+		case err := <-done:
+			done <- err // for the deferred wait
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("reading the item knowledge: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	base := w.kafka.Opts("clickrec-hotpath-" + w.cfg.InstanceID)
 	for {
@@ -176,7 +206,7 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(100*time.Millisecond),
-		kgo.RecordPartitioner(changelogPartitioner(string(t.Changelog))),
+		kgo.RecordPartitioner(manualPartitioner(string(t.Changelog), string(t.Knowledge))),
 		kgo.ProducerLinger(0),
 		kgo.OnPartitionsAssigned(w.onAssigned),
 		kgo.OnPartitionsRevoked(w.onRevoked),
@@ -395,12 +425,13 @@ func (w *Worker) onRevoked(_ context.Context, _ *kgo.Client, m map[string][]int3
 	}
 }
 
-// changelogPartitioner sends changelog records to the partition set on the
-// record (the input partition) and hashes everything else by key, like Java.
-func changelogPartitioner(changelog string) kgo.Partitioner {
+// manualPartitioner sends the records of the changelog and the
+// item-knowledge topic to the partition set on the record (the input
+// partition) and hashes everything else by key, like Java.
+func manualPartitioner(changelog, knowledge string) kgo.Partitioner {
 	manual, byKey := kgo.ManualPartitioner(), kgo.StickyKeyPartitioner(nil)
 	return partitionerFunc(func(topic string) kgo.TopicPartitioner {
-		if topic == changelog {
+		if topic == changelog || topic == knowledge {
 			return manual.ForTopic(topic)
 		}
 		return byKey.ForTopic(topic)
@@ -427,6 +458,7 @@ type batchLoop struct {
 
 func (w *Worker) loop(ctx context.Context, sess txnSession) error {
 	l := &batchLoop{w: w, sess: sess, p: newProcessor(&w.cfg, w.m), lastCommit: 5 * time.Millisecond}
+	l.p.ik = w.ik
 	l.promise = func(_ *kgo.Record, err error) {
 		if err != nil {
 			l.produceErr.CompareAndSwap(nil, &err)

@@ -104,9 +104,10 @@ func newHarness(t *testing.T, brokers []string, partitions int) *harness {
 		emb = e
 	}
 	p := testenv.Name("hp")
-	topics := kafkautil.Topics{Events: kafkautil.Stream(p + "-events"), Recs: kafkautil.Stream(p + "-recs"),
-		Changelog: kafkautil.Table(p + "-changelog"), Late: kafkautil.Stream(p + "-late"),
-		DLQ: kafkautil.Stream(p + "-dlq"), Windows: kafkautil.Stream(p + "-windows")}
+	topics, err := kafkautil.PrefixedTopics(p + "-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cl, err := kgo.NewClient(kcfg.Opts("hotpath-test")...)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package itemknow
 import (
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
 )
 
 // MaxPrev is the most previous session items an Increment carries.
@@ -35,9 +34,7 @@ type Increment struct {
 // SessionHash hashes a session id for Increment.Session (FNV-1a, 64 bits;
 // never 0, which means "no session").
 func SessionHash(id string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	if s := h.Sum64(); s != 0 {
+	if s := fnv64a(id); s != 0 {
 		return s
 	}
 	return 1

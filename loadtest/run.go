@@ -742,7 +742,7 @@ func ensureTopics(ctx context.Context, kcfg *kafkautil.Config, cl *kgo.Client, t
 func deleteTopics(ctx context.Context, adm *kadm.Client, t kafkautil.Topics, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	names := []string{string(t.Events), string(t.Recs), string(t.Changelog), string(t.Late), string(t.DLQ), string(t.Windows)}
+	names := []string{string(t.Events), string(t.Recs), string(t.Changelog), string(t.Late), string(t.DLQ), string(t.Windows), string(t.Knowledge)}
 	resp, err := adm.DeleteTopics(ctx, names...)
 	if err == nil {
 		err = resp.Error()

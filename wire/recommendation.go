@@ -18,7 +18,7 @@ type Recommendation struct {
 	UserID  string `json:"user_id"`
 	Items   []Item `json:"items"` // best first; written as [] when empty
 	// Strategy is what produced the items: StrategyModel,
-	// StrategyCategoryPopular or StrategyGlobalPopular.
+	// StrategyOnline, StrategyCategoryPopular or StrategyGlobalPopular.
 	Strategy string `json:"strategy"`
 	// ModelVersion is the version of the model serving when the click was
 	// processed (also for popularity fallbacks), "" if none.
@@ -29,8 +29,14 @@ type Recommendation struct {
 
 // Strategies of a Recommendation.
 const (
-	// StrategyModel: the items are the serving model's top scores.
+	// StrategyModel: the items are the serving model's top scores, blended
+	// with the online item knowledge where it has candidates (new items
+	// included; the scores are then the blend's).
 	StrategyModel = "model"
+	// StrategyOnline: none of the shopper's items is known to the model,
+	// and the online item knowledge has candidates for them (a session of
+	// new items); topped up from the popularity fallback.
+	StrategyOnline = "online"
 	// StrategyCategoryPopular: a popularity fallback, the click's category's
 	// most popular items first.
 	StrategyCategoryPopular = "category_popular"

@@ -62,9 +62,10 @@ func TestCollectWindow(t *testing.T) {
 	t.Run("real", func(t *testing.T) {
 		kc := kafkautil.Config{Brokers: testenv.KafkaBrokers(t), Partitions: 2, ReplicationFactor: 1, DialTimeout: 10 * time.Second}
 		base := testenv.Name("wf")
-		topics := kafkautil.Topics{Events: kafkautil.Stream(base + "-events"), Recs: kafkautil.Stream(base + "-recs"),
-			Changelog: kafkautil.Table(base + "-changelog"), Late: kafkautil.Stream(base + "-late"), DLQ: kafkautil.Stream(base + "-dlq"),
-			Windows: kafkautil.Stream(base + "-windows")}
+		topics, err := kafkautil.PrefixedTopics(base + "-")
+		if err != nil {
+			t.Fatal(err)
+		}
 		cl, err := kgo.NewClient(kc.Opts("test-admin")...)
 		require.NoError(t, err)
 		defer cl.Close()

@@ -35,6 +35,9 @@ type Topics struct {
 	Late      Stream // user_events_late: clicks beyond the allowed lateness, unchanged
 	DLQ       Stream // user_events_dlq: invalid records, reason in a header
 	Windows   Stream // user_session_windows: 1-minute per-user window results
+	// Knowledge: item-knowledge, what clicks teach about items (itemknow
+	// increments), co-partitioned with Events and read whole by every worker.
+	Knowledge Stream
 }
 
 // DefaultTopics are the topic names of DESIGN.md.
@@ -45,6 +48,7 @@ var DefaultTopics = Topics{
 	Late:      "user_events_late",
 	DLQ:       "user_events_dlq",
 	Windows:   "user_session_windows",
+	Knowledge: "item-knowledge",
 }
 
 // Config is the connection to a Kafka cluster.
@@ -144,7 +148,7 @@ func StartEmbedded(c *Config, topics Topics) (*Embedded, error) {
 }
 
 func (t Topics) names() []string {
-	return []string{string(t.Events), string(t.Recs), string(t.Changelog), string(t.Late), string(t.DLQ), string(t.Windows)}
+	return []string{string(t.Events), string(t.Recs), string(t.Changelog), string(t.Late), string(t.DLQ), string(t.Windows), string(t.Knowledge)}
 }
 
 // Ping checks that the brokers answer within the dial timeout. Its error tells the
@@ -173,6 +177,9 @@ func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) erro
 	}{
 		{string(t.Events), nil}, {string(t.Recs), nil}, {string(t.Changelog), compact},
 		{string(t.Late), nil}, {string(t.DLQ), nil}, {string(t.Windows), nil},
+		// A worker reads the last --ik-lookback of it (8 h by default) when it
+		// starts; a day keeps that with room to spare.
+		{string(t.Knowledge), map[string]*string{"retention.ms": kadm.StringPtr("86400000")}},
 	}
 	for _, s := range specs {
 		_, err := adm.CreateTopic(ctx, int32(c.Partitions), int16(c.ReplicationFactor), s.configs, s.name)
@@ -181,18 +188,18 @@ func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) erro
 		}
 	}
 	// A topic just created may not be in the metadata yet: retry briefly.
-	var ev, ch kadm.TopicDetail
+	var ev, ch, kn kadm.TopicDetail
 	for attempt := 0; ; attempt++ {
-		details, err := adm.ListTopics(ctx, string(t.Events), string(t.Changelog))
+		details, err := adm.ListTopics(ctx, string(t.Events), string(t.Changelog), string(t.Knowledge))
 		if err != nil {
 			return fmt.Errorf("listing topics: %w", err)
 		}
-		ev, ch = details[string(t.Events)], details[string(t.Changelog)]
-		if ev.Err == nil && ch.Err == nil && len(ev.Partitions) > 0 && len(ch.Partitions) > 0 {
+		ev, ch, kn = details[string(t.Events)], details[string(t.Changelog)], details[string(t.Knowledge)]
+		if ev.Err == nil && ch.Err == nil && kn.Err == nil && len(ev.Partitions) > 0 && len(ch.Partitions) > 0 && len(kn.Partitions) > 0 {
 			break
 		}
 		if attempt == 50 {
-			return fmt.Errorf("describing topics: %w", errors.Join(ev.Err, ch.Err))
+			return fmt.Errorf("describing topics: %w", errors.Join(ev.Err, ch.Err, kn.Err))
 		}
 		select {
 		case <-ctx.Done():
@@ -203,6 +210,10 @@ func EnsureTopics(ctx context.Context, c *Config, cl *kgo.Client, t Topics) erro
 	if len(ev.Partitions) != len(ch.Partitions) {
 		return fmt.Errorf("topics are not co-partitioned: %s has %d partitions, %s has %d; the changelog must match the events topic",
 			t.Events, len(ev.Partitions), t.Changelog, len(ch.Partitions))
+	}
+	if len(kn.Partitions) != len(ev.Partitions) {
+		return fmt.Errorf("topics are not co-partitioned: %s has %d partitions, %s has %d; the item-knowledge topic must match the events topic",
+			t.Events, len(ev.Partitions), t.Knowledge, len(kn.Partitions))
 	}
 	return nil
 }
@@ -224,5 +235,6 @@ func PrefixedTopics(prefix string) (Topics, error) {
 		Late:      Stream(prefix + string(d.Late)),
 		DLQ:       Stream(prefix + string(d.DLQ)),
 		Windows:   Stream(prefix + string(d.Windows)),
+		Knowledge: Stream(prefix + string(d.Knowledge)),
 	}, nil
 }

@@ -15,8 +15,11 @@ import (
 
 func testTopics() Topics {
 	p := testenv.Name("t")
-	return Topics{Events: Stream(p + "-events"), Recs: Stream(p + "-recs"), Changelog: Table(p + "-changelog"),
-		Late: Stream(p + "-late"), DLQ: Stream(p + "-dlq"), Windows: Stream(p + "-windows")}
+	t, err := PrefixedTopics(p + "-")
+	if err != nil {
+		panic(err)
+	}
+	return t
 }
 
 // roundTrip creates the topics, produces a few records and reads them back.
