@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/clickrec/clickrec/event"
+	"github.com/clickrec/clickrec/itemknow"
 	"github.com/clickrec/clickrec/model"
 )
 
@@ -20,9 +21,26 @@ func BenchmarkProcess(b *testing.B) {
 	}
 }
 
-func benchmarkProcess(b *testing.B, store string) {
+// BenchmarkLearn is BenchmarkProcess (memory store) without and with online
+// item knowledge: learn=on adds building each click's increment, the
+// batch's item-knowledge records, applying them to the table (what the
+// worker's reader does, for this worker's clicks) and blending the model's
+// top 20 with the table's candidates.
+func BenchmarkLearn(b *testing.B) {
+	for _, learn := range []bool{false, true} {
+		b.Run(fmt.Sprintf("learn=%v", learn), func(b *testing.B) { benchmarkProcessWith(b, StoreMemory, learn) })
+	}
+}
+
+func benchmarkProcess(b *testing.B, store string) { benchmarkProcessWith(b, store, false) }
+
+func benchmarkProcessWith(b *testing.B, store string, learn bool) {
 	cfg := DefaultConfig()
+	cfg.Learn = learn
 	p := newProcessor(&cfg, newMetrics(nil))
+	if learn {
+		p.ik = itemknow.NewGlobal(itemknow.GlobalConfig{Table: cfg.Knowledge})
+	}
 	m := randomModel(1000, 32, 7)
 	sc, err := model.NewScorer(m)
 	if err != nil {
@@ -34,7 +52,11 @@ func benchmarkProcess(b *testing.B, store string) {
 	recs := make([]*kgo.Record, 10_000)
 	for i := range recs {
 		u := fmt.Sprintf("u%d", i%1000)
-		c := event.Click{EventID: fmt.Sprintf("e%d", i), UserID: u, SessionID: "s" + u, Type: event.Type(1 + i%3), ItemID: int64(1000 + (i*7)%1000), Category: "c1", Price: 1, TimestampMs: base + int64(i)*10}
+		item := int64(1000 + (i*7)%1000)
+		if learn && i%10 == 0 {
+			item = int64(5000 + i%200) // items the model does not know, clicked by several users
+		}
+		c := event.Click{EventID: fmt.Sprintf("e%d", i), UserID: u, SessionID: "s" + u, Type: event.Type(1 + i%3), ItemID: item, Category: "c1", Price: 1, TimestampMs: base + int64(i)*10}
 		recs[i] = &kgo.Record{Key: []byte(u), Value: c.AppendJSON(nil), Timestamp: time.Now()}
 	}
 	const batch = 100
@@ -48,10 +70,18 @@ func benchmarkProcess(b *testing.B, store string) {
 		p.process(p.parts[0], recs[i%len(recs)])
 		i++
 		if i%batch == 0 {
-			if p.finish(); p.scoreErr != nil {
+			out := p.finish()
+			if p.scoreErr != nil {
 				b.Fatal(p.scoreErr)
 			}
 			p.commit()
+			for _, r := range out {
+				if r.Topic == string(cfg.Topics.Knowledge) {
+					if err := p.ik.ApplyRecord(r.Value); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
 		}
 	}
 }
