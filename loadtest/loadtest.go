@@ -119,7 +119,7 @@ type Config struct {
 	// What spawned workers serve and write. By default they serve a model the
 	// load test trains on the traffic's history (TrainClicks clicks) and
 	// write the Redis feature store at Redis.
-	NoModel     bool   // serve no model: every recommendation is the popularity fallback
+	NoModel     bool   // serve no model and learn nothing online: every recommendation is the popularity fallback
 	ModelDir    string // serve this saved model (clickrec train --out) instead of training one
 	TrainClicks int    // history clicks to train on (0: DefaultTrainClicksPerItem × Shop.Items; taobao: the whole replay)
 	NoRedis     bool   // run the workers with --no-redis

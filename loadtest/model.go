@@ -55,7 +55,7 @@ func checkRedis(ctx context.Context, cfg *Config) (RedisReport, error) {
 // OutDir. It returns the report and the flags the workers need for it.
 func prepareModel(ctx context.Context, cfg *Config, log *slog.Logger) (ModelReport, []string, error) {
 	if cfg.NoModel {
-		return ModelReport{Source: ModelNone}, []string{"--no-model"}, nil
+		return ModelReport{Source: ModelNone}, []string{"--no-model", "--learn=false"}, nil
 	}
 	rep := ModelReport{Served: true, Source: ModelTrained, Dir: cfg.ModelDir}
 	switch {

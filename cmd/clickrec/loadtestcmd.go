@@ -233,7 +233,7 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	fs.Var(&f.workerEv, "worker-env", "extra NAME=value environment for spawned workers (repeatable)")
 	fs.StringVar(&c.ModelDir, "model-dir", "", "spawned workers serve this saved model (clickrec train --out) instead of one the load test trains on the traffic's history")
 	env("model-dir")
-	fs.BoolVar(&c.NoModel, "no-model", false, "spawned workers serve no model: every recommendation is the popularity fallback (with --no-redis: the broker path alone)")
+	fs.BoolVar(&c.NoModel, "no-model", false, "spawned workers serve no model and learn nothing online (--learn=false): every recommendation is the popularity fallback (with --no-redis: the broker path alone)")
 	env("no-model")
 	fs.IntVar(&c.TrainClicks, "train-clicks", 0, fmt.Sprintf("clicks of the traffic's history the load test trains its model on (0: %d per catalogue item, which covers the whole synthetic catalogue; taobao: the whole replay)", loadtest.DefaultTrainClicksPerItem))
 	env("train-clicks")

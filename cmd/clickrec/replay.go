@@ -61,6 +61,8 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 	fs.DurationVar(&rc.Online.HalfLife, "ik-half-life", rc.Online.HalfLife, "half-life of the online knowledge")
 	fs.BoolVar(&rc.Online.QueryProbation, "ik-probation", rc.Online.QueryProbation, "online queries see pairs seen in one session only")
 	fs.Float64Var(&rc.Online.BackWeight, "ik-back-weight", rc.Online.BackWeight, "weight of the backward pair X→A of a click on X after A")
+	fs.Float64Var(&rc.Served.Known, "ik-weight", rc.Served.Known, "served blend: weight of the online score of an item the model knows (as clickrec hotpath --ik-weight)")
+	fs.Float64Var(&rc.Served.New, "ik-new-weight", rc.Served.New, "served blend: weight of the online score of an item the model does not know (as clickrec hotpath --ik-new-weight)")
 	apply := trainFlags(fs, &rc.Model, "CLICKREC_REPLAY_")
 	lg.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -115,10 +117,12 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 // printReplayTable prints the replay's overall and unseen-target figures.
 func printReplayTable(w io.Writer, r *eval.ReplayResult) {
 	fmt.Fprintf(w, "blend %s, λ = %g, μ = %g (chosen on the validation part)\n", r.Blend, r.Lambda, r.Mu)
-	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s\n", "cases", "n", "frozen", "", "blend", "", "online", "")
-	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s\n", "", "", "hr@20", "mrr@20", "hr@20", "mrr@20", "hr@20", "mrr@20")
+	fmt.Fprintln(w, "frozen* and served never recommend the clicked item (as the hot path); frozen, blend and online may")
+	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s\n", "cases", "n", "frozen*", "", "served", "", "frozen", "", "blend", "", "online", "")
+	fmt.Fprintf(w, "%-15s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s\n", "", "", "hr@20", "mrr@20", "hr@20", "mrr@20", "hr@20", "mrr@20", "hr@20", "mrr@20", "hr@20", "mrr@20")
 	row := func(name string, f eval.ReplayFigures) {
-		fmt.Fprintf(w, "%-15s %7d %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f\n", name, f.Cases,
+		fmt.Fprintf(w, "%-15s %7d %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f\n", name, f.Cases,
+			f.FrozenServed.HR20, f.FrozenServed.MRR20, f.Served.HR20, f.Served.MRR20,
 			f.Frozen.HR20, f.Frozen.MRR20, f.Blend.HR20, f.Blend.MRR20, f.Online.HR20, f.Online.MRR20)
 	}
 	row("overall", r.Overall)
@@ -148,7 +152,9 @@ func plotReplay(path string, r *eval.ReplayResult) error {
 	}
 	if err := plotutil.AddLinePoints(p,
 		"frozen", line(func(f eval.ReplayFigures) float64 { return f.Frozen.HR20 }),
-		"frozen + online", line(func(f eval.ReplayFigures) float64 { return f.Blend.HR20 }),
+		"frozen, as served", line(func(f eval.ReplayFigures) float64 { return f.FrozenServed.HR20 }),
+		"served (hot path)", line(func(f eval.ReplayFigures) float64 { return f.Served.HR20 }),
+		"frozen + online (tuned)", line(func(f eval.ReplayFigures) float64 { return f.Blend.HR20 }),
 		"online", line(func(f eval.ReplayFigures) float64 { return f.Online.HR20 })); err != nil {
 		return fmt.Errorf("plotting the replay: %w", err)
 	}

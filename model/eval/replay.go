@@ -98,7 +98,11 @@ type ReplayConfig struct {
 	Lambdas, Mus []float64
 	// Pool is how many candidates each side brings to the blend.
 	Pool int
-	Log  *slog.Logger
+	// Served weighs the blend the hot path serves (itemknow.Blend over
+	// each side's top 2·Cutoff, the session's newest item excluded), fixed
+	// rather than tuned: the "served" figures.
+	Served itemknow.Weights
+	Log    *slog.Logger
 }
 
 // DefaultReplay is the replay set-up clickrec eval --replay starts from.
@@ -107,6 +111,7 @@ func DefaultReplay() ReplayConfig {
 		TrainFraction: 0.8, ValidFraction: 0.2, Bucket: time.Hour,
 		Model: model.DefaultConfig(), Online: itemknow.DefaultConfig(),
 		Lambdas: []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2}, Mus: []float64{0.5, 1, 1.5, 2, 3}, Pool: 100,
+		Served: itemknow.DefaultWeights(),
 	}
 }
 
@@ -116,6 +121,11 @@ type ReplayFigures struct {
 	Frozen Metrics `json:"frozen"`
 	Blend  Metrics `json:"blend"`
 	Online Metrics `json:"online"`
+	// Served is the hot path's own blend (ReplayConfig.Served), which never
+	// recommends the clicked item; FrozenServed is the frozen model without
+	// it too, the baseline to compare Served with.
+	Served       Metrics `json:"served"`
+	FrozenServed Metrics `json:"frozen_served"`
 }
 
 // ReplayBucket is one period of the replay.
@@ -147,6 +157,7 @@ type ReplayResult struct {
 type replayCase struct {
 	timeMs int64
 	target int64
+	last   int64 // the session's newest item
 	unseen bool
 	frozen []itemknow.Scored // best first, scores in [0,1]
 	online []itemknow.Scored
@@ -224,7 +235,7 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		}
 		pre := hist[c.Session]
 		if len(pre) > 0 {
-			rc := replayCase{timeMs: c.TimeMs, target: c.Item}
+			rc := replayCase{timeMs: c.TimeMs, target: c.Item, last: pre[len(pre)-1]}
 			_, known := m.Index(c.Item)
 			rc.unseen = !known
 			_, known = m.Index(pre[len(pre)-1])
@@ -298,9 +309,11 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 	res.ValidCases = nValid
 	// Report on the rest.
 	type accs struct {
-		n       int
-		f, b, o Accumulator
+		n              int
+		f, b, o, s, fs Accumulator
 	}
+	known := func(id int64) bool { _, ok := m.Index(id); return ok }
+	var ms, ol, served []itemknow.Scored
 	var all, unseen, seen accs
 	var buckets []accs
 	var starts []int64
@@ -310,6 +323,15 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		var rb int
 		rb, scratch = blendRank(c, res.Blend, res.Lambda, res.Mu, scratch)
 		rf, ro := rankOf(c.frozen, c.target), rankOf(c.online, c.target)
+		// As the hot path serves: each side's top 2·Cutoff without the
+		// clicked item, blended (Blend normalises each list again).
+		ms, ol = topWithout(c.frozen, c.last, 2*Cutoff, ms), topWithout(c.online, c.last, 2*Cutoff, ol)
+		if len(ol) == 0 {
+			served = append(served[:0], ms[:min(Cutoff, len(ms))]...)
+		} else {
+			served = itemknow.Blend(ms, ol, known, cfg.Served, Cutoff, served)
+		}
+		rs, rfs := rankOf(served, c.target), rankOf(ms, c.target)
 		k := int((c.timeMs - vcut) / bw)
 		for len(buckets) <= k {
 			starts = append(starts, vcut+int64(len(buckets))*bw)
@@ -320,10 +342,12 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 			a.f.Add(rf)
 			a.b.Add(rb)
 			a.o.Add(ro)
+			a.s.Add(rs)
+			a.fs.Add(rfs)
 		}
 	}
 	fig := func(a accs) ReplayFigures {
-		return ReplayFigures{Cases: a.n, Frozen: a.f.Metrics(), Blend: a.b.Metrics(), Online: a.o.Metrics()}
+		return ReplayFigures{Cases: a.n, Frozen: a.f.Metrics(), Blend: a.b.Metrics(), Online: a.o.Metrics(), Served: a.s.Metrics(), FrozenServed: a.fs.Metrics()}
 	}
 	res.Overall, res.Unseen, res.Seen = fig(all), fig(unseen), fig(seen)
 	for i, b := range buckets {
@@ -336,9 +360,24 @@ func Replay(ctx context.Context, clicks []Click, cfg ReplayConfig) (*ReplayResul
 		"blend: mode and λ chosen on the validation part by MRR@20 among linear (frozen score normalised to [0,1] over its top %d + λ·online score normalised to [0,1], "+
 		"an item absent from a list scoring 0 there, an item unknown to the frozen model scoring μ·online, μ tuned too), linear-plain (the same without the unknown-item rule) "+
 		"rrf (1/(61+rank) + λ/(61+online rank)) and gate (linear, but online + λ·frozen when the session's newest item is unknown to the frozen model); "+
-		"session items not excluded; unseen targets: not in the frozen model's catalogue",
-		cfg.TrainFraction*100, nTrain, len(sessions), len(cases), cfg.ValidFraction*100, nValid, len(cases)-nValid, cfg.Pool, cfg.Pool)
+		"session items not excluded; served: the hot path's blend (itemknow.Blend, known weight %g, new weight %g, over each side's top %d without the clicked item; frozen_served: the frozen model's top 20 without the clicked item, its baseline); "+
+		"unseen targets: not in the frozen model's catalogue",
+		cfg.TrainFraction*100, nTrain, len(sessions), len(cases), cfg.ValidFraction*100, nValid, len(cases)-nValid, cfg.Pool, cfg.Pool, cfg.Served.Known, cfg.Served.New, 2*Cutoff)
 	return res, nil
+}
+
+// topWithout appends to out[:0] the first n of list without item.
+func topWithout(list []itemknow.Scored, item int64, n int, out []itemknow.Scored) []itemknow.Scored {
+	out = out[:0]
+	for _, s := range list {
+		if len(out) == n {
+			break
+		}
+		if s.Item != item {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // normalise maps the scores of a best-first list to [0,1] (max → 1, min → 0;
