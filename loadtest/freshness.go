@@ -25,16 +25,12 @@ import (
 // item, on the same clock as the latency figures, and millisecond-exact
 // processed_at_ms would only move the figure by the commit's few ms.
 //
-// Only recommendations of the model count, strategy "model" or "online"
-// (the hot path's online item knowledge, scoring items the model does not
-// know): a popularity fallback that lists a new item has not learned it.
-
-// strategyOnline is the strategy of a recommendation made from the hot
-// path's online item knowledge alone (issue 19), next to wire.StrategyModel.
-const strategyOnline = "online"
+// Only recommendations of the model count, strategy "model" (blended with
+// the online item knowledge) or "online" (from the online item knowledge
+// alone): a popularity fallback that lists a new item has not learned it.
 
 // freshStrategies are the strategies whose recommendations count, by index.
-var freshStrategies = [...]string{wire.StrategyModel, strategyOnline}
+var freshStrategies = [...]string{wire.StrategyModel, wire.StrategyOnline}
 
 // freshTracker follows the new items of a run: their first click (from the
 // generator) and their first recommendation (from the reader). Safe for

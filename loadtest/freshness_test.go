@@ -76,7 +76,7 @@ func TestFreshTracker(t *testing.T) {
 	if got := recv(3000, wire.StrategyModel, 101); len(got) != 0 {
 		t.Fatalf("101 seen twice in model recommendations: %+v", got)
 	}
-	if got := recv(4000, strategyOnline, 102, 101); len(got) != 2 || got[0].item.ID != 102 || got[0].after != 1500*time.Millisecond || got[1].strategy != "online" {
+	if got := recv(4000, wire.StrategyOnline, 102, 101); len(got) != 2 || got[0].item.ID != 102 || got[0].after != 1500*time.Millisecond || got[1].strategy != "online" {
 		t.Fatalf("first online recommendation of 102 and 101: %+v", got)
 	}
 	if got := recv(4100, wire.StrategyModel, 104); len(got) != 1 || got[0].clicked {
