@@ -263,17 +263,17 @@ func (f *freshTracker) report(start time.Time, lastSend time.Duration) *Freshnes
 		case first.Before(s.firstClick):
 			rep.Clicked++
 			rep.KnownBeforeClick++
-			d := ms(first.Sub(s.firstClick))
+			d := delayMs(first.Sub(s.firstClick))
 			fi.DelayMs = &d
 		default:
 			rep.Clicked++
 			rep.Seen++
-			d := ms(first.Sub(s.firstClick))
+			d := delayMs(first.Sub(s.firstClick))
 			fi.DelayMs = &d
 			all = append(all, d)
 			for j, t := range s.firstRec {
 				if !t.IsZero() {
-					per[j] = append(per[j], ms(t.Sub(s.firstClick)))
+					per[j] = append(per[j], delayMs(t.Sub(s.firstClick)))
 				}
 			}
 		}
@@ -299,15 +299,18 @@ func (f *freshTracker) report(start time.Time, lastSend time.Duration) *Freshnes
 	return rep
 }
 
-// delays returns the p50, p95 (nearest rank) and maximum of ds, in ms
-// rounded to 0.1 ms; it sorts ds.
+// delayMs is d in ms, rounded to 0.1 ms.
+func delayMs(d time.Duration) float64 { return math.Round(ms(d)*10) / 10 }
+
+// delays returns the p50, p95 (nearest rank) and maximum of ds; it sorts
+// ds.
 func delays(ds []float64) (p50, p95, mx float64) {
 	sort.Float64s(ds)
 	rank := func(p float64) float64 {
 		i := int(math.Ceil(p/100*float64(len(ds)))) - 1
-		return math.Round(ds[min(max(i, 0), len(ds)-1)]*10) / 10
+		return ds[min(max(i, 0), len(ds)-1)]
 	}
-	return rank(50), rank(95), math.Round(ds[len(ds)-1]*10) / 10
+	return rank(50), rank(95), ds[len(ds)-1]
 }
 
 // neverSeen returns the ids of the clicked items no recommendation showed.

@@ -157,8 +157,11 @@ func TestFreshnessPercentiles(t *testing.T) {
 	if p50, p95, mx := delays(ds); p50 != 10 || p95 != 19 || mx != 20 {
 		t.Fatalf("1..20: p50 %v p95 %v max %v, want 10, 19, 20", p50, p95, mx)
 	}
-	if p50, p95, mx := delays([]float64{7.25}); p50 != 7.3 || p95 != 7.3 || mx != 7.3 {
+	if p50, p95, mx := delays([]float64{7.3}); p50 != 7.3 || p95 != 7.3 || mx != 7.3 {
 		t.Fatalf("one: %v %v %v", p50, p95, mx)
+	}
+	if d := delayMs(1085763578 * time.Nanosecond); d != 1085.8 {
+		t.Fatalf("delayMs(1.085763578s) = %v, want 1085.8", d)
 	}
 }
 
