@@ -106,6 +106,8 @@ const (
 	streamBehaviour = 0x9e3779b97f4a7c15
 	streamFaults    = 0xc2b2ae3d27d4eb4f
 	streamCatalogue = 0x165667b19e3779f9
+	streamNewItems  = 0x27d4eb2f165667c5 // of the catalogue seed: the new items and their anchors
+	streamLaunch    = 0x85ebca6bc2b2ae35 // of the seed: which views launch a new item
 )
 
 func newFaults(late, invalid float64, seed uint64) faults {

@@ -24,6 +24,12 @@ type Config struct {
 	// The shop's history (another Seed, the same CatalogueSeed) then clicks on
 	// the same catalogue as its traffic.
 	CatalogueSeed uint64
+	// NewItems is how many brand-new items the shop launches while it runs
+	// (see NewItem), spread evenly over the first NewItemsOver after the
+	// source's first click: item i (from 0) is introduced (i+0.5)/NewItems
+	// of NewItemsOver after it. 0: none, the catalogue stays as it is.
+	NewItems     int
+	NewItemsOver time.Duration
 }
 
 // DefaultConfig returns the default shop: 10,000 users, 10,000 items in 50
@@ -45,6 +51,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("categories must be between 1 and items (%d), got %d", c.Items, c.Categories))
 	}
 	errs = append(errs, validShares(c.LateShare, c.InvalidShare))
+	if c.NewItems < 0 || c.NewItems > 0 && c.NewItemsOver <= 0 {
+		errs = append(errs, fmt.Errorf("new items (%d) must not be negative, and need a positive span to be introduced over, got %v", c.NewItems, c.NewItemsOver))
+	}
 	return errors.Join(errs...)
 }
 
@@ -123,6 +132,7 @@ type Synthetic struct {
 	prefix int    // len of "<seed>-" in idBuf
 	idBuf  []byte // "<seed>-<seq>"
 	faults faults
+	launch launches
 }
 
 // shopper is one user's state.
@@ -140,6 +150,7 @@ type shopper struct {
 	recent    [4]int32 // items seen this session, a ring
 	nrecent   uint8
 	rpos      uint8
+	launch    int32 // 1 + the new item the next click views (its anchor was this one), 0 if none
 }
 
 // NewSynthetic returns the clickstream of the shop cfg describes.
@@ -170,6 +181,7 @@ func NewSynthetic(cfg Config) (*Synthetic, error) {
 	}
 	s.idBuf = append(strconv.AppendUint(nil, cfg.Seed, 10), '-')
 	s.prefix = len(s.idBuf)
+	s.launch = newLaunches(&s.cat, cfg, catSeed)
 	return s, nil
 }
 
@@ -177,6 +189,7 @@ func NewSynthetic(cfg Config) (*Synthetic, error) {
 // always reports true. Event ids are "<seed>-<seq>".
 func (s *Synthetic) Next(r *Record, now time.Time) bool {
 	t := now.UnixNano()
+	s.launch.begin(t)
 	u := s.pick(t)
 	s.step(u, &r.Click, t)
 	s.idBuf = strconv.AppendInt(s.idBuf[:s.prefix], s.seq, 10)
@@ -222,7 +235,7 @@ func (s *Synthetic) startSession(u int32) {
 	for i := range us.ncat {
 		us.cats[i] = s.cat.sampleCategory(s.rng)
 	}
-	us.cur, us.ending, us.cart, us.nbuy, us.nrecent, us.rpos = 0, false, -1, 0, 0, 0
+	us.cur, us.ending, us.cart, us.nbuy, us.nrecent, us.rpos, us.launch = 0, false, -1, 0, 0, 0, 0
 }
 
 // step makes shopper u click at time t, fills c (all but EventID and
@@ -230,7 +243,16 @@ func (s *Synthetic) startSession(u int32) {
 func (s *Synthetic) step(u int32, c *event.Click, t int64) {
 	us := &s.users[u]
 	var rank int32
-	if us.cart >= 0 {
+	newItem := -1 // the new item viewed, if any
+	if us.launch > 0 {
+		// The view of a new item right after its anchor's, before a cart
+		// or purchase that may be due.
+		newItem, c.Type = int(us.launch-1), event.View
+		us.launch = 0
+		if s.rng.Float64() < sessionEndRate {
+			us.ending = true
+		}
+	} else if us.cart >= 0 {
 		rank, c.Type = us.cart, event.Cart
 		us.cart = -1
 		if s.rng.Float64() < PurchaseRate && int(us.nbuy) < len(us.buys) {
@@ -241,6 +263,12 @@ func (s *Synthetic) step(u int32, c *event.Click, t int64) {
 		rank, c.Type = us.buys[i], event.Purchase
 		us.nbuy--
 		us.buys[i], us.buyWait[i] = us.buys[us.nbuy], us.buyWait[us.nbuy]
+	} else if j := s.launch.pick(t); j >= 0 {
+		// A view of the anchor of a new item, whose view follows; the
+		// session goes on at least until then.
+		rank, c.Type = s.launch.items[j].anchor, event.View
+		us.remember(rank)
+		us.launch = int32(j + 1)
 	} else {
 		rank, c.Type = s.view(us), event.View
 		if s.rng.Float64() < CartRate {
@@ -254,10 +282,18 @@ func (s *Synthetic) step(u int32, c *event.Click, t int64) {
 		us.buyWait[i]--
 	}
 	c.UserID, c.SessionID = us.id, us.sessionID
-	c.ItemID, c.Category, c.Price = s.cat.itemID[rank], s.cat.names[s.cat.category[rank]], s.cat.price[rank]
-	if us.ending && us.cart < 0 && us.nbuy == 0 {
-		s.idle.add(u, t, t+int64(s.logNormal(BreakMedian, breakSigma, breakMin, breakMax)))
+	if newItem >= 0 {
+		it := &s.launch.items[newItem]
+		c.ItemID, c.Category, c.Price = it.ID, it.Category, s.cat.price[it.anchor]
 	} else {
+		c.ItemID, c.Category, c.Price = s.cat.itemID[rank], s.cat.names[s.cat.category[rank]], s.cat.price[rank]
+	}
+	switch {
+	case us.launch > 0:
+		s.active.push(slot{at: t + int64(s.logNormal(LaunchGapMedian, launchGapSigma, gapMin, launchGapMax)), u: u})
+	case us.ending && us.cart < 0 && us.nbuy == 0:
+		s.idle.add(u, t, t+int64(s.logNormal(BreakMedian, breakSigma, breakMin, breakMax)))
+	default:
 		s.active.push(slot{at: t + int64(s.logNormal(GapMedian, gapSigma, gapMin, gapMax)), u: u})
 	}
 }
@@ -281,12 +317,17 @@ func (s *Synthetic) view(us *shopper) int32 {
 		us.cur = uint8(s.rng.IntN(int(us.ncat)))
 	}
 	rank := s.cat.sampleItem(us.cats[us.cur], s.rng)
+	us.remember(rank)
+	return rank
+}
+
+// remember adds an item to the items us saw this session.
+func (us *shopper) remember(rank int32) {
 	us.recent[us.rpos] = rank
 	us.rpos = (us.rpos + 1) % uint8(len(us.recent))
 	if int(us.nrecent) < len(us.recent) {
 		us.nrecent++
 	}
-	return rank
 }
 
 func (s *Synthetic) logNormal(median time.Duration, sigma float64, lo, hi time.Duration) time.Duration {

@@ -336,6 +336,8 @@ func TestConfigValidate(t *testing.T) {
 		{"too many categories", Config{Users: 1, Items: 3, Categories: 4}, "categories must be between 1 and items (3)"},
 		{"shares", Config{Users: 1, Items: 1, Categories: 1, LateShare: 0.6, InvalidShare: 0.6}, "sum to at most 1"},
 		{"negative share", Config{Users: 1, Items: 1, Categories: 1, LateShare: -0.1}, "must each be in [0, 1]"},
+		{"negative new items", Config{Users: 1, Items: 1, Categories: 1, NewItems: -1}, "new items (-1) must not be negative"},
+		{"new items at once", Config{Users: 1, Items: 1, Categories: 1, NewItems: 3}, "need a positive span"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := NewSynthetic(tt.cfg)

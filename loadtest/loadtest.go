@@ -93,6 +93,12 @@ type Config struct {
 	TaobaoFile string
 	Speedup    float64 // taobao time compression
 
+	// NewItems: the synthetic shop launches this many new items during the
+	// measured run (gen.NewItem), over its first NewItemsSpan of it, and the
+	// report measures how soon each is recommended (FreshnessReport). Not in
+	// the warm-up, nor in the history the model is trained on.
+	NewItems int
+
 	// The warm-up sends synthetic events at WarmupRate (0: the run's first
 	// phase's rate) until at least WarmupEvents were sent and answered and
 	// the p95 of the last WarmupSettle.Windows windows of WarmupWindow
@@ -230,6 +236,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Shop.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	switch {
+	case c.NewItems < 0:
+		bad("--new-items must not be negative, got %d", c.NewItems)
+	case c.NewItems > 0 && c.Source != "synthetic":
+		bad("--new-items %d needs --source synthetic: the Taobao replay launches no items of its own", c.NewItems)
+	}
+	switch {
+	case c.SLA.MaxFreshness < 0:
+		bad("--sla-max-freshness must not be negative, got %v", c.SLA.MaxFreshness)
+	case c.SLA.MaxFreshness > 0 && c.NewItems == 0:
+		bad("--sla-max-freshness %v judges the new items the shop launches: give --new-items too (20, say)", c.SLA.MaxFreshness)
 	}
 	if c.Scenario == ScenarioChaos {
 		if c.SpawnWorkers < 1 {
@@ -397,11 +415,10 @@ func (c *Config) plan() (*Plan, gen.Source, error) {
 		p, err := ReplayPlan(rp, n)
 		return p, rp, err
 	}
-	src, err := gen.NewSynthetic(c.Shop)
-	if err != nil {
-		return nil, nil, err
-	}
-	var p *Plan
+	var (
+		p   *Plan
+		err error
+	)
 	switch c.Scenario {
 	case ScenarioRamp:
 		p, err = RampPlan(c.Rates, c.StepDuration)
@@ -410,5 +427,22 @@ func (c *Config) plan() (*Plan, gen.Source, error) {
 	default:
 		p, err = SteadyPlan(c.Rate, c.Duration)
 	}
-	return p, src, err
+	if err != nil {
+		return nil, nil, err
+	}
+	shop := c.Shop
+	if c.NewItems > 0 {
+		shop.NewItems, shop.NewItemsOver = c.NewItems, NewItemsSpan(p.Duration())
+	}
+	src, err := gen.NewSynthetic(shop)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, src, nil
 }
+
+// NewItemsSpan is the part of a measured run of length d over which the
+// new items are introduced (Config.NewItems): its first three quarters, so
+// that the last item introduced has a quarter of the run to be learned and
+// recommended before the clicks stop.
+func NewItemsSpan(d time.Duration) time.Duration { return d * 3 / 4 }

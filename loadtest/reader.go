@@ -25,6 +25,7 @@ type outputReader struct {
 	topic string
 	pos   []atomic.Int64 // next offset to read, per partition
 	log   *slog.Logger
+	fresh *freshTracker // scans recommendations for the new items (nil: no new items)
 }
 
 // newOutputReader starts reading topic at its current end, so that only
@@ -63,7 +64,10 @@ func newOutputReader(ctx context.Context, kcfg *kafkautil.Config, adm *kadm.Clie
 // run reads until ctx ends, handing every recommendation's event id to the
 // tracker with the time its fetch returned.
 func (r *outputReader) run(ctx context.Context) {
-	var outs []Output
+	var (
+		outs  []Output
+		found []sighting
+	)
 	for {
 		fs := r.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -75,7 +79,7 @@ func (r *outputReader) run(ctx context.Context) {
 				r.log.Warn("reading recommendations", "topic", t, "partition", p, "err", err)
 			}
 		})
-		outs = outs[:0]
+		outs, found = outs[:0], found[:0]
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
 			if int(p.Partition) >= len(r.pos) {
 				return
@@ -85,11 +89,23 @@ func (r *outputReader) run(ctx context.Context) {
 				if rec.Attrs.IsControl() {
 					continue
 				}
-				outs = append(outs, Output{EventID: wire.PeekEventID(rec.Value), ProcessedAtMs: wire.PeekProcessedAtMs(rec.Value), Strategy: wire.PeekStrategy(rec.Value)})
+				o := Output{EventID: wire.PeekEventID(rec.Value), ProcessedAtMs: wire.PeekProcessedAtMs(rec.Value), Strategy: wire.PeekStrategy(rec.Value)}
+				outs = append(outs, o)
+				if r.fresh != nil {
+					found = r.fresh.received(rec.Value, o.Strategy, now, found)
+				}
 			}
 		})
 		if len(outs) > 0 {
 			r.tr.ReceivedOutputs(outs, now)
+		}
+		for _, s := range found {
+			if !s.clicked {
+				r.log.Warn("a new item was recommended before its first click; it is not counted", "item", s.item.ID, "strategy", s.strategy)
+				continue
+			}
+			r.log.Info("a new item appeared in a recommendation for the first time", "item", s.item.ID, "strategy", s.strategy,
+				"after_first_click", s.after.Round(time.Millisecond), "anchor", s.item.Anchor)
 		}
 	}
 }

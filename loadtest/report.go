@@ -32,6 +32,11 @@ type SLA struct {
 	// (strategy "model"), so a run whose workers silently fell back to
 	// popularity fails instead of passing with the fallback's latency.
 	MinModelShare float64
+	// MaxFreshness (--new-items): the p95 of the new items' time from first
+	// click to first model recommendation must not exceed this, and every
+	// new item clicked must be recommended before the drain ends. 0: not
+	// judged (reported all the same).
+	MaxFreshness time.Duration
 	// Recover (chaos): after each kill the latency SLA must hold again
 	// within this long of the worker's restart (Kill.After.SLAAgainMs,
 	// against the p95 and p99 thresholds, or DefaultSLA's where those are
@@ -306,6 +311,8 @@ type Thresholds struct {
 	// MinModelShare is null when the model share is not judged (no model
 	// served, or running workers without --sla-min-model-share).
 	MinModelShare *float64 `json:"min_model_share"`
+	// MaxFreshnessMs is null when freshness is not judged.
+	MaxFreshnessMs *float64 `json:"max_freshness_ms,omitempty"`
 }
 
 // Verdict is the SLA outcome.
@@ -363,6 +370,10 @@ type Report struct {
 	Generator GeneratorReport `json:"generator"`
 	Drain     DrainReport     `json:"drain"`
 	CPU       CPUReport       `json:"cpu"`
+
+	// Freshness: how soon the new items the shop launched during the run
+	// were recommended (--new-items; absent without).
+	Freshness *FreshnessReport `json:"freshness,omitempty"`
 
 	Phases            []PhaseReport `json:"phases"`
 	MaxRateMeetingSLA *float64      `json:"max_rate_meeting_sla,omitempty"`
@@ -713,6 +724,11 @@ func (r *Report) judge(ramp bool, extra []string) {
 		b = append(b, "no events were sent")
 	}
 	b = r.judgeRecovery(b)
+	if s.MaxFreshness > 0 && r.Freshness != nil {
+		x := ms(s.MaxFreshness)
+		v.Thresholds.MaxFreshnessMs = &x
+		b = r.Freshness.judge(s.MaxFreshness, b)
+	}
 	b = append(b, extra...)
 	v.Breaches = b
 	v.Passed = len(b) == 0
@@ -867,6 +883,7 @@ func (r *Report) writeLatency(p printer) {
 	l := r.Latency
 	p("  latency (ms) .... p50 %.2f  p90 %.2f  p95 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%d, from intended send time to read_committed read)\n",
 		l.P50, l.P90, l.P95, l.P99, l.P999, l.Max, l.Count)
+	r.Freshness.write(p)
 	c := r.CPU
 	workers := ""
 	if c.WorkersCores != nil {
@@ -1023,6 +1040,9 @@ func (r *Report) writeVerdict(p printer) {
 	}
 	if t.MinModelShare != nil {
 		th = append(th, fmt.Sprintf("model share ≥ %.0f%%", 100**t.MinModelShare))
+	}
+	if t.MaxFreshnessMs != nil {
+		th = append(th, fmt.Sprintf("freshness p95 ≤ %s ms, every new item clicked recommended", thousands(*t.MaxFreshnessMs)))
 	}
 	p("  SLA ............. %s\n", strings.Join(th, ", "))
 	for _, n := range r.Notes {

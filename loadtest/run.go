@@ -84,6 +84,7 @@ type runner struct {
 	admCl      *kgo.Client
 	adm        *kadm.Client
 	tr         *Tracker
+	fresh      *freshTracker // the new items of the measured run (nil: none)
 	reader     *outputReader
 	stopReader func() // stops the reader and waits until it has returned
 	fleet      *Fleet // nil: running workers
@@ -115,6 +116,9 @@ func newRunner(cfg Config, log *slog.Logger) (*runner, error) {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, log: log, plan: plan, src: src, spawn: cfg.SpawnWorkers > 0, clock: &gen.SystemClock{}}
+	if s, ok := src.(*gen.Synthetic); ok {
+		r.fresh = newFreshTracker(s.NewItems())
+	}
 	r.autoTopics = r.spawn && r.cfg.TopicPrefix == ""
 	if r.autoTopics {
 		r.cfg.TopicPrefix = fmt.Sprintf("loadtest-%s-%d-", time.Now().UTC().Format("20060102-150405"), os.Getpid())
@@ -203,6 +207,7 @@ func (r *runner) startReader(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	reader.fresh = r.fresh
 	r.onClose(reader.close)
 	r.reader = reader
 	rctx, cancel := context.WithCancel(ctx)
@@ -349,7 +354,7 @@ func (r *runner) measure(ctx context.Context) *measured {
 		side.Go(func() { r.judgeRamp(gctx, stopGen, m) })
 	}
 	st, genErr := gen.Run(gctx, gen.RunConfig{
-		Source: &trackingSource{src: r.src, tr: r.tr, outOfOrderness: r.cfg.OutOfOrderness},
+		Source: &trackingSource{src: r.src, tr: r.tr, outOfOrderness: r.cfg.OutOfOrderness, fresh: r.fresh, start: m.start, log: r.log},
 		Pacer:  gen.NewPacer(r.clock, m.start, r.plan.Schedule()),
 		Sink:   r.sink, Count: r.plan.Events(),
 	})
@@ -477,6 +482,13 @@ func (r *runner) report(m *measured) *Report {
 	cfg := &r.cfg
 	ramp := cfg.Scenario == ScenarioRamp
 	rep := analyze(r.tr, r.plan, m.start, ramp, cfg.SLA)
+	if r.fresh != nil {
+		lastSend := time.Duration(-1)
+		if rep.Sent > 0 {
+			lastSend = time.Duration(rep.ElapsedS * float64(time.Second))
+		}
+		rep.Freshness = r.fresh.report(m.start, lastSend)
+	}
 	rep.Scenario, rep.Source, rep.StartedAt = cfg.Scenario, cfg.Source, m.start.UTC()
 	rep.Brokers = cfg.Kafka.Brokers
 	rep.EventsTopic, rep.RecsTopic, rep.Group = string(r.topics.Events), string(r.topics.Recs), cfg.Group

@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -376,11 +377,16 @@ func searchIntended(ev []entry, at int64) int {
 // trackingSource adds every record of src to a tracker just before the
 // generator produces it, with the intended time the pacer stamped it with
 // (gen.Run passes it to Next) and the actual time.
+// A valid click on a new item is also handed to fresh (if not nil), whose
+// first click is logged.
 type trackingSource struct {
 	src            gen.Source
 	tr             *Tracker
 	outOfOrderness time.Duration
 	warm           bool
+	fresh          *freshTracker
+	start          time.Time    // of the measured run, for the log
+	log            *slog.Logger // nil: none
 }
 
 // Next implements gen.Source.
@@ -390,5 +396,9 @@ func (s *trackingSource) Next(r *gen.Record, at time.Time) bool {
 	}
 	kind, exp := Classify(r, s.outOfOrderness)
 	s.tr.Add(r.Click.EventID, at, time.Now(), kind, exp, s.warm)
+	if s.fresh != nil && r.Valid && s.fresh.isNew(r.Click.ItemID) && s.fresh.clicked(r.Click.ItemID, at) && s.log != nil {
+		s.log.Info("a new item got its first click; its time to a first recommendation counts from here",
+			"item", r.Click.ItemID, "t", at.Sub(s.start).Round(time.Millisecond), "user", r.Click.UserID)
+	}
 	return true
 }

@@ -115,6 +115,19 @@ global_popular). When a model is served, a run in which less than
 --sla-min-model-share (default 0.5) of them came from it fails: the workers
 fell back to popularity, and the latencies would not be the model's.
 
+Freshness (--new-items N, typically 20; synthetic source only): the shop
+launches N new items during the measured run, evenly over its first three
+quarters, with ids after the catalogue's (--items + 1, ...), so the model
+the workers serve does not know them. Each trends from its introduction: a
+shopper views its anchor (a popular item of its category) and then, about
+2 s later, the new item, about 3.5 times a second per item at 1,000
+clicks/s. The report gives, per item and as p50/p95/max, the time from the
+intended send time of its first click to the read of the first
+recommendation (any shopper's) with strategy model or online that lists it,
+and the items never recommended before the drain ended.
+--sla-max-freshness D fails the run if that p95 exceeds D or a new item
+clicked was never recommended.
+
 Output: a summary on stdout, progress on stderr every --progress-every,
 --json FILE with the full report, and next to it (or in --out)
 <name>-latency-over-time.png and <name>-latency-distribution.png.
@@ -123,6 +136,7 @@ Examples:
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --rate 1000 --duration 60s --json out/loadtest/steady.json
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --model-dir out/model --redis-addr 127.0.0.1:6379
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --no-model --no-redis     # the broker path alone
+  clickrec loadtest --kafka-brokers 127.0.0.1:9092 --new-items 20 --duration 60s   # freshness of new items
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario ramp --rates 1000,5000,10000,20000
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario chaos --spawn-workers 2 --kill-every 10s
   clickrec loadtest --kafka-brokers 127.0.0.1:9092 --scenario rolling --restart-every 8s
@@ -191,6 +205,8 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	env("categories")
 	fs.Uint64Var(&c.Shop.Seed, "seed", c.Shop.Seed, "random seed of the traffic")
 	env("seed")
+	fs.IntVar(&c.NewItems, "new-items", 0, "synthetic: launch this many new items (ids after the catalogue's, unknown to the model) over the first 3/4 of the measured run, and report freshness: each item's time from its first click to its first model recommendation (typical: 20; 0: off)")
+	env("new-items")
 	fs.StringVar(&c.TaobaoFile, "taobao-file", c.TaobaoFile, "Taobao UserBehavior CSV for --source taobao (relative to the working directory)")
 	env("taobao-file")
 	fs.Float64Var(&c.Speedup, "speedup", c.Speedup, "taobao: time compression (60 plays the 1.92 h slice in 1m55s at ~830 events/s mean)")
@@ -284,6 +300,8 @@ func (f *loadtestFlags) register(fs *cli.FlagSet) {
 	env("sla-max-unexpected")
 	fs.Float64Var(&c.SLA.MinRate, "sla-min-rate", 0, "ramp: the highest rate meeting the SLA must be at least this (0: any step)")
 	env("sla-min-rate")
+	fs.DurationVar(&c.SLA.MaxFreshness, "sla-max-freshness", 0, "with --new-items: the p95 of the new items' time from first click to first model recommendation must not exceed this, and every new item clicked must be recommended before the drain ends (0: reported, not judged)")
+	env("sla-max-freshness")
 	fs.Float64Var(&c.SLA.MinModelShare, "sla-min-model-share", c.SLA.MinModelShare, "when the workers serve a model, at least this share (0-1) of the recommendations must have strategy model, else the run fails (not judged with --no-model; with running workers only if given)")
 	env("sla-min-model-share")
 	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report to this file, and the plots next to it")

@@ -117,11 +117,31 @@ func TestLoadtestUsageErrors(t *testing.T) {
 		{"--check-redis-timeout", "0s"},
 		{"--check-redis=maybe"},
 		{"--warmup-max", "0s"},
+		// Freshness: new items only in the synthetic shop, judged only with them.
+		{"--new-items", "-1"},
+		{"--sla-max-freshness", "10s"},
+		{"--new-items", "20", "--sla-max-freshness", "-1s"},
 	} {
 		err := loadtestCommand(context.Background(), args, &bytes.Buffer{})
 		if cli.ExitCode(err) != 2 {
 			t.Errorf("%v: %v (exit code %d), want a usage error", args, err, cli.ExitCode(err))
 		}
+	}
+}
+
+// TestNewItemsFlags: --new-items reaches the configuration; with the
+// Taobao replay it is a usage error naming the flag.
+func TestNewItemsFlags(t *testing.T) {
+	f, err := parseLoadtest(t, "--new-items", "20", "--sla-max-freshness", "15s")
+	if err != nil || f.cfg.NewItems != 20 || f.cfg.SLA.MaxFreshness != 15*time.Second {
+		t.Fatalf("--new-items 20 --sla-max-freshness 15s: %v, %d new items, max %v", err, f.cfg.NewItems, f.cfg.SLA.MaxFreshness)
+	}
+	if f, err = parseLoadtest(t); err != nil || f.cfg.NewItems != 0 || f.cfg.SLA.MaxFreshness != 0 {
+		t.Fatalf("default: %v %d %v", err, f.cfg.NewItems, f.cfg.SLA.MaxFreshness)
+	}
+	err = loadtestCommand(context.Background(), []string{"--source", "taobao", "--new-items", "20"}, &bytes.Buffer{})
+	if cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "--new-items 20 needs --source synthetic") {
+		t.Fatalf("--source taobao --new-items 20: %v (exit code %d), want a usage error naming --new-items", err, cli.ExitCode(err))
 	}
 }
 
