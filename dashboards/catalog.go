@@ -653,7 +653,8 @@ func (c *Catalog) outLabels(e promql.Expr) (set map[string]bool, known bool) {
 			maps.Copy(l, r)
 			return l, true
 		}
-		if _, isNum := e.LHS.(*promql.NumberLiteral); isNum {
+		// A scalar side (a number, time(), scalar(…)) takes the vector's labels.
+		if e.LHS.Type() == promql.ValueTypeScalar {
 			return r, true
 		}
 		return l, true

@@ -323,6 +323,8 @@ func TestCheck(t *testing.T) {
 		{`sum by (kind) (rate(recsys_itemknow_evictions_total{kind="item"}[5m]))`, ""},
 		{`time() - recsys_itemknow_newest_click_timestamp_seconds > 300`, ""},
 		{`recsys_itemknow_items{kind="item"}`, `has no label "kind"`},
+		{`max by (instance) (time() - recsys_itemknow_last_applied_timestamp_seconds)`, ""},
+		{`max by (kind) (time() - recsys_itemknow_last_applied_timestamp_seconds)`, `label "kind" does not exist`},
 		{`recsys_itemknow_item`, "not exported"},
 	} {
 		err := c.Check(tc.expr)
