@@ -322,7 +322,7 @@ func TestRules(t *testing.T) {
 		uids[d.UID] = true
 	}
 	want := []string{"ClickrecLatencyP95High", "ClickrecConsumerLagHigh", "ClickrecFeatureDrift", "ClickrecWorkerDown",
-		"ClickrecDLQSpike", "ClickrecTransactionAbortsRising"}
+		"ClickrecDLQSpike", "ClickrecTransactionAbortsRising", "ClickrecItemKnowledgeStalled"}
 	seen := map[string]bool{}
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
