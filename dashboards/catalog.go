@@ -6,7 +6,9 @@
 // The check does not trust a list written by hand: Scan reads the Go sources
 // and collects every metric declared with a prometheus.CounterOpts,
 // GaugeOpts, HistogramOpts or SummaryOpts literal, with the label names of its
-// *Vec constructor. Catalog.Check then parses a PromQL expression with the
+// *Vec constructor, and every metric a custom collector describes with
+// prometheus.NewDesc (directly, or through a small helper that prefixes the
+// name, see scanDescs). Catalog.Check then parses a PromQL expression with the
 // Prometheus parser and reports every metric or label it uses that the code
 // does not export.
 //
@@ -101,6 +103,7 @@ func Scan(root string) (*Catalog, error) {
 var optsTypes = map[string]string{"CounterOpts": "counter", "GaugeOpts": "gauge", "HistogramOpts": "histogram", "SummaryOpts": "summary"}
 
 func (c *Catalog) scanFile(fset *token.FileSet, rel string, f *ast.File) {
+	c.scanDescs(fset, rel, f)
 	ast.Inspect(f, func(n ast.Node) bool {
 		switch n := n.(type) {
 		case *ast.CompositeLit:
@@ -149,6 +152,186 @@ func (c *Catalog) scanFile(fset *token.FileSet, rel string, f *ast.File) {
 		}
 		return true
 	})
+}
+
+// descHelper is a function that returns prometheus.NewDesc(prefix+<param
+// name>, help, <param labels>, …), e.g. the collector's
+//
+//	d := func(name, help string, labels ...string) *prometheus.Desc {
+//		return prometheus.NewDesc("recsys_itemknow_"+name, help, labels, nil)
+//	}
+//
+// so that every call d("items", "…") declares recsys_itemknow_items.
+type descHelper struct {
+	prefix    string
+	nameArg   int      // index of the parameter that completes the name
+	labelsArg int      // index of the labels parameter; -1 if the labels are fixed
+	variadic  bool     // the labels parameter is ...string
+	labels    []string // the fixed labels when labelsArg is -1
+}
+
+// scanDescs collects the recsys_* metrics a file describes with
+// prometheus.NewDesc: calls with a literal name and label list, and calls of a
+// helper (a function literal bound to a name, or a function declaration)
+// that passes its own parameters on as the name's suffix and the labels. A
+// Desc carries no type, so the type follows the naming convention: counter
+// for a name ending in _total, gauge otherwise.
+func (c *Catalog) scanDescs(fset *token.FileSet, rel string, f *ast.File) {
+	add := func(name string, labels []string, pos token.Pos) {
+		if !strings.HasPrefix(name, "recsys_") {
+			return
+		}
+		typ := "gauge"
+		if strings.HasSuffix(name, "_total") {
+			typ = "counter"
+		}
+		m := &Metric{Name: name, Type: typ, Labels: labels, Source: fmt.Sprintf("%s:%d", rel, fset.Position(pos).Line)}
+		if old, ok := c.metrics[name]; ok {
+			m.Labels = append(m.Labels, old.Labels...)
+		}
+		c.metrics[name] = m
+	}
+	helpers := map[string]*descHelper{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		var name string
+		var typ *ast.FuncType
+		var body *ast.BlockStmt
+		switch n := n.(type) {
+		case *ast.FuncDecl:
+			if n.Recv == nil {
+				name, typ, body = n.Name.Name, n.Type, n.Body
+			}
+		case *ast.AssignStmt:
+			if len(n.Lhs) == 1 && len(n.Rhs) == 1 {
+				if id, ok := n.Lhs[0].(*ast.Ident); ok {
+					if fl, ok := n.Rhs[0].(*ast.FuncLit); ok {
+						name, typ, body = id.Name, fl.Type, fl.Body
+					}
+				}
+			}
+		}
+		if body == nil {
+			return true
+		}
+		params := map[string]int{}
+		var variadic string
+		i := 0
+		for _, field := range typ.Params.List {
+			for _, id := range field.Names {
+				params[id.Name] = i
+				if _, ok := field.Type.(*ast.Ellipsis); ok {
+					variadic = id.Name
+				}
+				i++
+			}
+			if len(field.Names) == 0 {
+				i++
+			}
+		}
+		ast.Inspect(body, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || !isNewDesc(call) || len(call.Args) < 3 {
+				return true
+			}
+			h := &descHelper{labelsArg: -1}
+			switch e := call.Args[0].(type) {
+			case *ast.BinaryExpr: // "prefix" + name
+				id, ok := e.Y.(*ast.Ident)
+				prefix, lit := stringLit(e.X)
+				if e.Op != token.ADD || !ok || !lit {
+					return true
+				}
+				if h.nameArg, ok = params[id.Name]; !ok {
+					return true
+				}
+				h.prefix = prefix
+			case *ast.Ident: // name
+				var ok bool
+				if h.nameArg, ok = params[e.Name]; !ok {
+					return true
+				}
+			default:
+				return true
+			}
+			switch l := call.Args[2].(type) {
+			case *ast.Ident:
+				if l.Name == "nil" {
+					break
+				}
+				idx, ok := params[l.Name]
+				if !ok {
+					return true
+				}
+				h.labelsArg, h.variadic = idx, l.Name == variadic
+			default:
+				labels, ok := stringList(l)
+				if !ok {
+					return true
+				}
+				h.labels = labels
+			}
+			helpers[name] = h
+			return false
+		})
+		return true
+	})
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		if isNewDesc(call) && len(call.Args) >= 3 {
+			name, ok := stringLit(call.Args[0])
+			if !ok {
+				return true // built by a helper: found at the helper's calls
+			}
+			var labels []string
+			if id, isIdent := call.Args[2].(*ast.Ident); !isIdent || id.Name != "nil" {
+				if labels, ok = stringList(call.Args[2]); !ok {
+					return true
+				}
+			}
+			add(name, labels, call.Pos())
+			return true
+		}
+		id, ok := call.Fun.(*ast.Ident)
+		if !ok {
+			return true
+		}
+		h, ok := helpers[id.Name]
+		if !ok || h.nameArg >= len(call.Args) {
+			return true
+		}
+		suffix, ok := stringLit(call.Args[h.nameArg])
+		if !ok {
+			return true
+		}
+		labels := h.labels
+		switch {
+		case h.labelsArg < 0:
+		case h.variadic:
+			for _, a := range call.Args[min(h.labelsArg, len(call.Args)):] {
+				s, ok := stringLit(a)
+				if !ok {
+					return true
+				}
+				labels = append(labels, s)
+			}
+		case h.labelsArg < len(call.Args):
+			if l, isIdent := call.Args[h.labelsArg].(*ast.Ident); !isIdent || l.Name != "nil" {
+				if labels, ok = stringList(call.Args[h.labelsArg]); !ok {
+					return true
+				}
+			}
+		}
+		add(h.prefix+suffix, labels, call.Pos())
+		return true
+	})
+}
+
+func isNewDesc(call *ast.CallExpr) bool {
+	sel, ok := call.Fun.(*ast.SelectorExpr)
+	return ok && sel.Sel.Name == "NewDesc"
 }
 
 func unparen(e ast.Expr) ast.Expr {
@@ -470,7 +653,8 @@ func (c *Catalog) outLabels(e promql.Expr) (set map[string]bool, known bool) {
 			maps.Copy(l, r)
 			return l, true
 		}
-		if _, isNum := e.LHS.(*promql.NumberLiteral); isNum {
+		// A scalar side (a number, time(), scalar(…)) takes the vector's labels.
+		if e.LHS.Type() == promql.ValueTypeScalar {
 			return r, true
 		}
 		return l, true

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -316,6 +319,13 @@ func TestCheck(t *testing.T) {
 		{`histogram_quantile(0.95, sum by (instance) (rate(recsys_hotpath_e2e_latency_seconds_bucket[5m])))`, "no le label"},
 		{`{__name__=~"recsys_.*"}`, "has no metric name"},
 		{`sum(rate(recsys_hotpath_dlq_total[5m])) / on (reason) sum(rate(recsys_hotpath_events_total[5m]))`, `label "reason" exists on neither side`},
+		// Collector metrics (prometheus.NewDesc through a helper, hotpath/knowledge.go).
+		{`sum by (kind) (rate(recsys_itemknow_evictions_total{kind="item"}[5m]))`, ""},
+		{`time() - recsys_itemknow_newest_click_timestamp_seconds > 300`, ""},
+		{`recsys_itemknow_items{kind="item"}`, `has no label "kind"`},
+		{`max by (instance) (time() - recsys_itemknow_last_applied_timestamp_seconds)`, ""},
+		{`max by (kind) (time() - recsys_itemknow_last_applied_timestamp_seconds)`, `label "kind" does not exist`},
+		{`recsys_itemknow_item`, "not exported"},
 	} {
 		err := c.Check(tc.expr)
 		switch {
@@ -324,5 +334,54 @@ func TestCheck(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("%s: got %v, want an error containing %q", tc.expr, err, tc.wantErr)
 		}
+	}
+}
+
+// TestScanDescs holds the scanner to the ways a custom collector declares
+// its metrics with prometheus.NewDesc.
+func TestScanDescs(t *testing.T) {
+	dir := t.TempDir()
+	src := `package x
+
+import "github.com/prometheus/client_golang/prometheus"
+
+func descs() {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("recsys_a_"+name, help, labels, nil)
+	}
+	_ = d("plain", "…")
+	_ = d("by_kind_total", "…", "kind")
+	_ = d("two", "…", "x", "y")
+	_ = prometheus.NewDesc("recsys_direct", "…", []string{"z"}, nil)
+	_ = prometheus.NewDesc("recsys_direct_nil", "…", nil, nil)
+	_ = prometheus.NewDesc("other_metric", "…", nil, nil)
+	_ = named("list_total", []string{"w"})
+}
+
+func named(n string, ls []string) *prometheus.Desc {
+	return prometheus.NewDesc("recsys_b_"+n, "…", ls, nil)
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "x.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range c.Metrics() {
+		got[m.Name] = m.Type + " " + strings.Join(m.Labels, ",")
+	}
+	want := map[string]string{
+		"recsys_a_plain":         "gauge ",
+		"recsys_a_by_kind_total": "counter kind",
+		"recsys_a_two":           "gauge x,y",
+		"recsys_direct":          "gauge z",
+		"recsys_direct_nil":      "gauge ",
+		"recsys_b_list_total":    "counter w",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("scanned %v\nwant    %v", got, want)
 	}
 }

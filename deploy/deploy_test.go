@@ -322,7 +322,7 @@ func TestRules(t *testing.T) {
 		uids[d.UID] = true
 	}
 	want := []string{"ClickrecLatencyP95High", "ClickrecConsumerLagHigh", "ClickrecFeatureDrift", "ClickrecWorkerDown",
-		"ClickrecDLQSpike", "ClickrecTransactionAbortsRising"}
+		"ClickrecDLQSpike", "ClickrecTransactionAbortsRising", "ClickrecItemKnowledgeStalled"}
 	seen := map[string]bool{}
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
@@ -359,6 +359,42 @@ func TestRules(t *testing.T) {
 	for _, w := range want {
 		if !seen[w] {
 			t.Errorf("alert %s is missing from rules.yml", w)
+		}
+	}
+}
+
+// TestEveryAlertUnitTested checks that rules_test.yml makes every alert of
+// rules.yml fire at least once (promtool itself only runs the tests there
+// are, so a new alert without one would pass unnoticed).
+func TestEveryAlertUnitTested(t *testing.T) {
+	var rf ruleFile
+	if err := yaml.Unmarshal(read(t, "prometheus/rules.yml"), &rf); err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string           `yaml:"alertname"`
+				ExpAlerts []map[string]any `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal(read(t, "prometheus/rules_test.yml"), &tests); err != nil {
+		t.Fatal(err)
+	}
+	fires := map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fires[a.Alertname] = true
+			}
+		}
+	}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" && !fires[r.Alert] {
+				t.Errorf("%s: no test in prometheus/rules_test.yml expects it to fire", r.Alert)
+			}
 		}
 	}
 }
