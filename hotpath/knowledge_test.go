@@ -1,6 +1,7 @@
 package hotpath
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -121,5 +122,35 @@ func TestLearnOff(t *testing.T) {
 	out := run(t, p, part, rec("e1", "u1", event.View, 1001, "c1", p.now().UnixMilli()))
 	if n := len(out[string(p.cfg.Topics.Knowledge)]); n != 0 {
 		t.Fatalf("%d item-knowledge records with learning off", n)
+	}
+}
+
+// TestJunkIDsNotRecommended: a bot clicks a known item and then hundreds of
+// made-up ids. The table learns them (on probation), but no shopper who
+// clicks that item is recommended one: an item becomes a candidate once a
+// second shopper clicks it.
+func TestJunkIDsNotRecommended(t *testing.T) {
+	p, part := newLearningProcessor(t)
+	a := p.serving.Model.ItemIDs[3]
+	ts := p.now().UnixMilli()
+	var clicks []*kgo.Record
+	for i := range 300 {
+		item := a
+		if i%2 == 1 {
+			item = 5_000_000 + int64(i)
+		}
+		clicks = append(clicks, rec(fmt.Sprintf("bot-%d", i), "bot", event.View, item, "c1", ts+int64(i)))
+	}
+	learnFrom(t, p, run(t, p, part, clicks...))
+	if !p.ik.Lock().Known(5_000_001) {
+		t.Fatal("the table did not learn the bot's ids at all: the test proves nothing")
+	}
+	p.ik.Unlock()
+	out := run(t, p, part, rec("n1", "n1", event.View, a, "c1", ts+1000))
+	o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0])
+	for _, id := range recItems(o) {
+		if id >= 5_000_000 {
+			t.Fatalf("a made-up id one bot clicked is recommended: %v", recItems(o))
+		}
 	}
 }

@@ -58,6 +58,11 @@ type Config struct {
 	BackWeight float64
 	// QueryProbation lets queries see pairs on probation (one session only).
 	QueryProbation bool
+	// QueryProbationItems lets queries propose items on probation (clicked
+	// in one session only). Off by default: an id one session made up (a
+	// bot, a broken client) is never a candidate, while a new item a second
+	// shopper clicks is.
+	QueryProbationItems bool
 }
 
 // DefaultConfig returns the defaults: a 2-hour half-life, 100,000 items, 32
@@ -515,7 +520,7 @@ func (t *Table) Neighbours(id int64, n int, tMs int64, out []Scored) []Scored {
 
 func (t *Table) usable(p pair) bool {
 	o := &t.items[p.slot]
-	return o.live && o.gen == p.gen && (p.est || t.cfg.QueryProbation)
+	return o.live && o.gen == p.gen && (p.est || t.cfg.QueryProbation) && (o.est || t.cfg.QueryProbationItems)
 }
 
 // Popular appends to out[:0] the n most popular established items at tMs

@@ -60,6 +60,7 @@ knowledge alone: overall, for targets unseen at training, and per --bucket.
 	fs.DurationVar(&rc.Bucket, "bucket", rc.Bucket, "width of the per-period figures")
 	fs.DurationVar(&rc.Online.HalfLife, "ik-half-life", rc.Online.HalfLife, "half-life of the online knowledge")
 	fs.BoolVar(&rc.Online.QueryProbation, "ik-probation", rc.Online.QueryProbation, "online queries see pairs seen in one session only")
+	fs.BoolVar(&rc.Online.QueryProbationItems, "ik-probation-items", rc.Online.QueryProbationItems, "online queries propose items clicked in one session only")
 	fs.Float64Var(&rc.Online.BackWeight, "ik-back-weight", rc.Online.BackWeight, "weight of the backward pair X→A of a click on X after A")
 	fs.Float64Var(&rc.Served.Known, "ik-weight", rc.Served.Known, "served blend: weight of the online score of an item the model knows (as clickrec hotpath --ik-weight)")
 	fs.Float64Var(&rc.Served.New, "ik-new-weight", rc.Served.New, "served blend: weight of the online score of an item the model does not know (as clickrec hotpath --ik-new-weight)")
