@@ -154,3 +154,36 @@ func TestJunkIDsNotRecommended(t *testing.T) {
 		}
 	}
 }
+
+// TestPromotionFoldsIn: once a model that knows the new item X is served
+// (the nightly retraining learned it), X's online evidence weighs λ, not μ:
+// the model's view of X decides, and the online knowledge no longer lifts
+// it over the model's best.
+func TestPromotionFoldsIn(t *testing.T) {
+	p, part := newLearningProcessor(t)
+	a, x := p.serving.Model.ItemIDs[3], int64(777_777)
+	ts := p.now().UnixMilli()
+	var clicks []*kgo.Record
+	for i := range 30 {
+		u := fmt.Sprintf("s%d", i)
+		clicks = append(clicks, rec(u+"1", u, event.View, a, "c1", ts+int64(i)), rec(u+"2", u, event.View, x, "c1", ts+int64(i)+1))
+	}
+	learnFrom(t, p, run(t, p, part, clicks...))
+	out := run(t, p, part, rec("n1", "n1", event.View, a, "c1", ts+100))
+	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); !slices.Contains(recItems(o), x) {
+		t.Fatalf("before the promotion X is not recommended: %v", recItems(o))
+	}
+
+	// The retrained model knows X, and scores it below everything else.
+	m := randomModel(50, 4, 7)
+	m.Version = "retrained"
+	m.ItemIDs = append(m.ItemIDs, x)
+	m.Prior = append(m.Prior, -100)
+	m.Factors = append(m.Factors, 0, 0, 0, 0)
+	m.Projection = append(m.Projection, 0, 0, 0, 0)
+	p.serving = &Serving{Version: m.Version, Model: m, Scorer: bruteScorer{m}}
+	out = run(t, p, part, rec("n2", "n2", event.View, a, "c1", ts+200))
+	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); slices.Contains(recItems(o), x) {
+		t.Fatalf("after a promotion of a model that knows X and ranks it last, the online knowledge still lifts it: %v", recItems(o))
+	}
+}
