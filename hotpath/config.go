@@ -174,6 +174,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("ik-max-items", "CLICKREC_HOTPATH_IK_MAX_ITEMS")
 	fs.IntVar(&c.Knowledge.MaxPairs, "ik-max-pairs", c.Knowledge.MaxPairs, "most item pairs the online knowledge holds (24 B each)")
 	fs.Env("ik-max-pairs", "CLICKREC_HOTPATH_IK_MAX_PAIRS")
+	fs.BoolVar(&c.Knowledge.QueryProbationItems, "ik-probation-items", c.Knowledge.QueryProbationItems, "recommend items clicked by one shopper only (default: an item must be clicked by two before it is a candidate, so ids a bot or a broken client made up are never recommended); for sparse traffic, where a new item's second shopper comes late")
+	fs.Env("ik-probation-items", "CLICKREC_HOTPATH_IK_PROBATION_ITEMS")
 	fs.DurationVar(&c.Lookback, "ik-lookback", c.Lookback, "how much of the item-knowledge topic a starting worker reads before it joins the group (older clicks weigh 2^(-lookback/half-life) or less); the topic keeps 24 h")
 	fs.Env("ik-lookback", "CLICKREC_HOTPATH_IK_LOOKBACK")
 	fs.Float64Var(&c.Blend.Known, "ik-weight", c.Blend.Known, "weight of the online score of an item the model knows, next to the model's score (both scaled to [0,1] over their top lists)")
