@@ -63,6 +63,7 @@ type Config struct {
 	Learn     bool
 	Knowledge itemknow.Config  // the table's half-life and caps (the same on every worker)
 	Lookback  time.Duration    // how much of the topic a starting worker reads
+	StartWait time.Duration    // how long a starting worker waits for that before it joins anyway
 	Blend     itemknow.Weights // the online knowledge against the model
 }
 
@@ -99,6 +100,7 @@ func DefaultConfig() Config {
 		Learn:     true,
 		Knowledge: itemknow.DefaultConfig(),
 		Lookback:  8 * time.Hour,
+		StartWait: 10 * time.Second,
 		Blend:     itemknow.DefaultWeights(),
 	}
 	c.Limits.MaxRecordBytes = 16 << 10
@@ -178,6 +180,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("ik-probation-items", "CLICKREC_HOTPATH_IK_PROBATION_ITEMS")
 	fs.DurationVar(&c.Lookback, "ik-lookback", c.Lookback, "how much of the item-knowledge topic a starting worker reads before it joins the group (older clicks weigh 2^(-lookback/half-life) or less); the topic keeps 24 h")
 	fs.Env("ik-lookback", "CLICKREC_HOTPATH_IK_LOOKBACK")
+	fs.DurationVar(&c.StartWait, "ik-start-wait", c.StartWait, "how long a starting worker waits to have read --ik-lookback before it joins the group anyway (and goes on reading in the background): partitions unanswered against recommendations without part of the knowledge for a while")
+	fs.Env("ik-start-wait", "CLICKREC_HOTPATH_IK_START_WAIT")
 	fs.Float64Var(&c.Blend.Known, "ik-weight", c.Blend.Known, "weight of the online score of an item the model knows, next to the model's score (both scaled to [0,1] over their top lists)")
 	fs.Env("ik-weight", "CLICKREC_HOTPATH_IK_WEIGHT")
 	fs.Float64Var(&c.Blend.New, "ik-new-weight", c.Blend.New, "weight of the online score of an item the model does not know (a new item): where new items rank against the model's best")
@@ -250,8 +254,8 @@ func (c *Config) Validate() error {
 		if c.Knowledge.MaxItems < 8 || c.Knowledge.MaxPairs < 8 {
 			return cli.Usagef("--ik-max-items and --ik-max-pairs must be at least 8, got %d and %d", c.Knowledge.MaxItems, c.Knowledge.MaxPairs)
 		}
-		if c.Lookback < 0 {
-			return cli.Usagef("--ik-lookback must not be negative (0 starts with no item knowledge), got %v", c.Lookback)
+		if c.Lookback < 0 || c.StartWait < 0 {
+			return cli.Usagef("--ik-lookback and --ik-start-wait must not be negative (0 starts with no item knowledge / joins at once), got %v and %v", c.Lookback, c.StartWait)
 		}
 		if c.Blend.Known < 0 || c.Blend.New < 0 {
 			return cli.Usagef("--ik-weight and --ik-new-weight must not be negative, got %v and %v", c.Blend.Known, c.Blend.New)

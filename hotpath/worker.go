@@ -129,10 +129,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		done := make(chan error, 1)
 		go func() { done <- w.ik.Run(kctx) }()
 		defer func() { cancel(); <-done }()
-		// Join the group with what every worker learned so far: a worker
-		// that ranked without it would answer its first clicks worse.
+		// Join the group with what every worker learned so far (a worker
+		// that ranked without it would answer its first clicks worse), but
+		// not later than --ik-start-wait: a long lookback of a busy shop
+		// takes tens of seconds to read, and partitions left unanswered
+		// that long cost more than a while of partial knowledge.
+		wait := time.NewTimer(w.cfg.StartWait)
+		defer wait.Stop()
 		select {
 		case <-w.ik.Ready():
+		case <-wait.C:
+			w.log.Warn("joining the group before the item knowledge caught up (--ik-start-wait); it goes on reading in the background",
+				"wait", w.cfg.StartWait, "records", w.ik.Progress().Records)
 		case err := <-done:
 			done <- err // for the deferred wait
 			if ctx.Err() != nil {
