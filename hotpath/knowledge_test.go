@@ -60,7 +60,7 @@ func TestLearnsNewItem(t *testing.T) {
 	out := run(t, p, part, clicks...)
 	kn := out[string(p.cfg.Topics.Knowledge)]
 	if len(kn) != 1 || kn[0].Partition != part.id {
-		t.Fatalf("%d item-knowledge records, want 1 for the batch's partition", len(kn))
+		t.Fatalf("%d item-knowledge records, want 1 for the batch, on its partition", len(kn))
 	}
 	n, err := itemknow.DecodeRecord(kn[0].Value, func(itemknow.Increment) {})
 	if err != nil || n != len(clicks) {

@@ -55,10 +55,6 @@ type partition struct {
 
 	// Restored users still to be written to Redis again (--redis-rewrite-rate).
 	rewrite []string
-
-	// ik is the item-knowledge record of this batch's clicks
-	// (itemknow.AppendRecord), produced with the batch.
-	ik []byte
 }
 
 func newPartition(id int32, store string) *partition {
@@ -153,7 +149,6 @@ func (part *partition) rollback() {
 	}
 	part.popped = part.popped[:0]
 	clear(part.touched)
-	part.ik = part.ik[:0]
 }
 
 // commit ends a batch whose transaction committed.
@@ -228,6 +223,14 @@ type processor struct {
 	// got the popularity fallback (the loop logs it).
 	scoreErr error
 
+	// learned is the item-knowledge record of this batch's clicks
+	// (itemknow.AppendRecord), produced with the batch to the partition
+	// learnedPart, the first input partition of the batch that taught
+	// something: one record per transaction, whatever its partitions, so a
+	// transaction spans one item-knowledge partition only.
+	learned     []byte
+	learnedPart int32
+
 	// The online item knowledge's scratch: the pending clicks' session
 	// items, one click's increment history, and the lists of one ranking.
 	sess                     []int64
@@ -250,6 +253,7 @@ func (p *processor) begin() {
 	p.weights = p.weights[:0]
 	p.excl = p.excl[:0]
 	p.sess = p.sess[:0]
+	p.learned = p.learned[:0]
 	clear(p.effects)
 	p.recordTimes = p.recordTimes[:0]
 	p.arenaLast = max(p.arenaLast, len(p.arena))
@@ -353,7 +357,10 @@ func (p *processor) learn(part *partition, u *userState, c *event.Click) {
 	}
 	inc := itemknow.NewIncrement(c.TimestampMs, c.ItemID, itemknow.CategoryKey(c.Category), itemknow.SessionHash(c.UserID), p.before)
 	inc.Seq = u.sessionEvts - 1
-	part.ik = itemknow.AppendRecord(part.ik, inc)
+	if len(p.learned) == 0 {
+		p.learnedPart = part.id
+	}
+	p.learned = itemknow.AppendRecord(p.learned, inc)
 }
 
 // replayed handles a click that u's state holds already: at-least-once mode
@@ -447,10 +454,10 @@ func (p *processor) finish() []*kgo.Record {
 	for _, part := range p.parts {
 		p.fireTimers(part)
 		p.writeChangelog(part)
-		if len(part.ik) > 0 {
-			p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Knowledge), Partition: part.id, Value: p.keep(part.ik)})
-			part.ik = part.ik[:0]
-		}
+	}
+	if len(p.learned) > 0 {
+		p.out = append(p.out, &kgo.Record{Topic: string(p.cfg.Topics.Knowledge), Partition: p.learnedPart, Value: p.keep(p.learned)})
+		p.learned = p.learned[:0]
 	}
 	return p.out
 }
@@ -459,13 +466,8 @@ func (p *processor) scoreBatch() {
 	nowMs := p.now().UnixMilli()
 	k := p.cfg.TopK
 	pool := k // what the model brings: its top k, or more to blend from
-	var t *itemknow.Table
 	if p.ik != nil {
 		pool = 2 * k
-		// One lock for the batch's queries: the reader applies other
-		// workers' increments a record at a time between them.
-		t = p.ik.Lock()
-		defer p.ik.Unlock()
 	}
 	p.inputs = p.inputs[:0]
 	for i := range p.pending {
@@ -496,6 +498,13 @@ func (p *processor) scoreBatch() {
 			p.m.inference.Observe(time.Since(start).Seconds())
 			p.m.batch.Observe(float64(len(p.inputs)))
 		}
+	}
+	var t *itemknow.Table
+	if p.ik != nil {
+		// One lock for the batch's queries: the reader applies other
+		// workers' increments a record at a time between them.
+		t = p.ik.Lock()
+		defer p.ik.Unlock()
 	}
 	if t != nil && p.serving != nil && p.knownModel != p.serving.Model {
 		p.knownModel = p.serving.Model

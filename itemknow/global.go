@@ -137,7 +137,11 @@ func (g *Global) Run(ctx context.Context) error {
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // the last record below an end offset may be a transaction marker
+		// The broker answers a fetch after 250 ms or 1 MiB: a few fetches a
+		// second rather than one per transaction of every worker (each
+		// commit would wake a long poll), for ≤ 250 ms of staleness.
 		kgo.FetchMaxWait(250*time.Millisecond),
+		kgo.FetchMinBytes(1<<20),
 	)...)
 	if err != nil {
 		return fmt.Errorf("creating the item-knowledge consumer: %w", err)
