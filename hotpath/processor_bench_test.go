@@ -28,13 +28,15 @@ func BenchmarkProcess(b *testing.B) {
 // top 20 with the table's candidates.
 func BenchmarkLearn(b *testing.B) {
 	for _, learn := range []bool{false, true} {
-		b.Run(fmt.Sprintf("learn=%v", learn), func(b *testing.B) { benchmarkProcessWith(b, StoreMemory, learn) })
+		b.Run(fmt.Sprintf("learn=%v", learn), func(b *testing.B) { benchmarkProcessWith(b, StoreMemory, learn, true) })
 	}
 }
 
-func benchmarkProcess(b *testing.B, store string) { benchmarkProcessWith(b, store, false) }
+func benchmarkProcess(b *testing.B, store string) { benchmarkProcessWith(b, store, false, false) }
 
-func benchmarkProcessWith(b *testing.B, store string, learn bool) {
+// benchmarkProcessWith: with newItems, one click in ten is on one of 200
+// items the model does not know.
+func benchmarkProcessWith(b *testing.B, store string, learn, newItems bool) {
 	cfg := DefaultConfig()
 	cfg.Learn = learn
 	p := newProcessor(&cfg, newMetrics(nil))
@@ -53,8 +55,8 @@ func benchmarkProcessWith(b *testing.B, store string, learn bool) {
 	for i := range recs {
 		u := fmt.Sprintf("u%d", i%1000)
 		item := int64(1000 + (i*7)%1000)
-		if learn && i%10 == 0 {
-			item = int64(5000 + i%200) // items the model does not know, clicked by several users
+		if newItems && i%10 == 0 {
+			item = int64(5000 + i%200) // items the model does not know (new items), clicked by several users
 		}
 		c := event.Click{EventID: fmt.Sprintf("e%d", i), UserID: u, SessionID: "s" + u, Type: event.Type(1 + i%3), ItemID: item, Category: "c1", Price: 1, TimestampMs: base + int64(i)*10}
 		recs[i] = &kgo.Record{Key: []byte(u), Value: c.AppendJSON(nil), Timestamp: time.Now()}
