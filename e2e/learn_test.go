@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -124,25 +123,8 @@ func TestOnlineLearning(t *testing.T) {
 	waitFor(t, ctx, func() bool { return len(c.readAll(t, string(c.topics.Recs))) >= len(sent) })
 	w1.stop(t)
 	w2.stop(t)
-	seen := map[string]int{}
-	for _, r := range c.readAll(t, string(c.topics.Recs)) {
-		out, err := wire.DecodeRecommendation(r.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[out.EventID]++
-	}
-	var missing, dup []string
-	for id := range sent {
-		switch seen[id] {
-		case 0:
-			missing = append(missing, id)
-		case 1:
-		default:
-			dup = append(dup, id)
-		}
-	}
-	if len(missing)+len(dup) > 0 || len(seen) != len(sent) {
-		t.Fatalf("%d clicks, %d answered: missing %s; duplicated %s", len(sent), len(seen), strings.Join(missing, " "), strings.Join(dup, " "))
+	missing, dup, distinct := c.verdict(t, &countingSink{ids: sent})
+	if missing != 0 || dup != 0 || distinct != len(sent) {
+		t.Fatalf("%d clicks: %d missing, %d duplicated, %d distinct recommendations", len(sent), missing, dup, distinct)
 	}
 }

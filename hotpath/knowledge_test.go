@@ -32,6 +32,23 @@ func learnFrom(t *testing.T, p *processor, out map[string][]*kgo.Record) {
 	}
 }
 
+// teach has n shoppers click item a, then item x, reps times each, in one
+// batch, and applies what the batch taught.
+func teach(t *testing.T, p *processor, part *partition, a, x int64, n, reps int) {
+	t.Helper()
+	ts := p.now().UnixMilli()
+	var clicks []*kgo.Record
+	for i := range n {
+		u := fmt.Sprintf("s%d", i)
+		for r := range reps {
+			clicks = append(clicks,
+				rec(fmt.Sprintf("%s-%da", u, r), u, event.View, a, "c1", ts+int64(4*i+2*r)),
+				rec(fmt.Sprintf("%s-%dx", u, r), u, event.View, x, "c1", ts+int64(4*i+2*r+1)))
+		}
+	}
+	learnFrom(t, p, run(t, p, part, clicks...))
+}
+
 func recItems(o wire.Recommendation) []int64 {
 	var ids []int64
 	for _, it := range o.Items {
@@ -50,12 +67,12 @@ func TestLearnsNewItem(t *testing.T) {
 	ts := p.now().UnixMilli()
 	var clicks []*kgo.Record
 	for i := range 30 {
-		u := "s" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		clicks = append(clicks,
-			rec(u+"1", u, event.View, a, "c1", ts+int64(i)),
-			rec(u+"2", u, event.View, x, "c1", ts+int64(i)+1),
-			rec(u+"3", u, event.View, a, "c1", ts+int64(i)+2),
-			rec(u+"4", u, event.View, x, "c1", ts+int64(i)+3))
+		u := fmt.Sprintf("s%d", i)
+		for r := range 2 {
+			clicks = append(clicks,
+				rec(fmt.Sprintf("%s-%da", u, r), u, event.View, a, "c1", ts+int64(4*i+2*r)),
+				rec(fmt.Sprintf("%s-%dx", u, r), u, event.View, x, "c1", ts+int64(4*i+2*r+1)))
+		}
 	}
 	out := run(t, p, part, clicks...)
 	kn := out[string(p.cfg.Topics.Knowledge)]
@@ -163,12 +180,7 @@ func TestPromotionFoldsIn(t *testing.T) {
 	p, part := newLearningProcessor(t)
 	a, x := p.serving.Model.ItemIDs[3], int64(777_777)
 	ts := p.now().UnixMilli()
-	var clicks []*kgo.Record
-	for i := range 30 {
-		u := fmt.Sprintf("s%d", i)
-		clicks = append(clicks, rec(u+"1", u, event.View, a, "c1", ts+int64(i)), rec(u+"2", u, event.View, x, "c1", ts+int64(i)+1))
-	}
-	learnFrom(t, p, run(t, p, part, clicks...))
+	teach(t, p, part, a, x, 30, 1)
 	out := run(t, p, part, rec("n1", "n1", event.View, a, "c1", ts+100))
 	if o := decodeRec(t, out[string(p.cfg.Topics.Recs)][0]); !slices.Contains(recItems(o), x) {
 		t.Fatalf("before the promotion X is not recommended: %v", recItems(o))
