@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -56,6 +58,11 @@ type Worker struct {
 	now func() time.Time // the wall clock of the live drift minutes (nil: time.Now; a test's clock)
 }
 
+// knowledgeSnapshotEvery is how often a worker writes its item knowledge
+// to --state-dir (and when it stops): a restart reads at most this much of
+// the item-knowledge topic, plus what a crash left unwritten.
+const knowledgeSnapshotEvery = 30 * time.Second
+
 // Options are a Worker's collaborators.
 type Options struct {
 	Logger   *slog.Logger
@@ -77,10 +84,16 @@ func New(cfg Config, kafka kafkautil.Config, opts Options) (*Worker, error) {
 		w.rw = newRedisWriter(opts.Redis, cfg.RedisTTL, w.m, opts.Logger)
 	}
 	if cfg.Learn {
-		w.ik = itemknow.NewGlobal(itemknow.GlobalConfig{
+		gc := itemknow.GlobalConfig{
 			Table: cfg.Knowledge, Topic: string(cfg.Topics.Knowledge), Lookback: cfg.Lookback, Log: opts.Logger,
 			Opts: kafka.Opts("clickrec-hotpath-knowledge-" + cfg.InstanceID),
-		})
+		}
+		if cfg.StateDir != "" {
+			// A restart loads it and reads only the topic's tail.
+			gc.SnapshotPath = filepath.Join(cfg.StateDir, url.PathEscape(cfg.InstanceID), "item-knowledge.snapshot")
+			gc.SnapshotEvery = knowledgeSnapshotEvery
+		}
+		w.ik = itemknow.NewGlobal(gc)
 		if opts.Registry != nil {
 			opts.Registry.MustRegister(newKnowledgeCollector(w.ik))
 		}

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +27,13 @@ type GlobalConfig struct {
 	// Lookback is how far back a starting Global reads the topic: what is
 	// older has decayed to 2^(−Lookback/HalfLife) of its weight.
 	Lookback time.Duration
-	Log      *slog.Logger
+	// SnapshotPath, if set, is a local file the Global writes its table and
+	// the offsets it has read to every SnapshotEvery and when Run ends; a
+	// Run that finds one (of the same topic and learning configuration)
+	// starts from it and reads only what came after, instead of Lookback.
+	SnapshotPath  string
+	SnapshotEvery time.Duration
+	Log           *slog.Logger
 }
 
 // Global is a Table fed from the item-knowledge topic: every partition, read
@@ -40,6 +50,9 @@ type Global struct {
 	mu    sync.Mutex
 	t     *Table
 	ready chan struct{}
+
+	next    map[int32]int64 // per partition, the offset after the last record read (Run's)
+	snapBuf []byte
 
 	records   atomic.Int64 // records applied
 	bad       atomic.Int64 // records that did not decode
@@ -120,6 +133,10 @@ func (g *Global) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+	g.next = map[int32]int64{}
+	if g.cfg.SnapshotPath != "" {
+		g.loadSnapshot(ends[topic])
+	}
 	offsets := map[int32]kgo.Offset{}
 	targets := map[int32]int64{}
 	for p, e := range ends[topic] {
@@ -127,7 +144,11 @@ func (g *Global) Run(ctx context.Context) error {
 		if so, ok := starts.Lookup(topic, p); ok && so.Offset >= 0 && so.Offset < s {
 			s = so.Offset
 		}
+		if n, ok := g.next[p]; ok {
+			s = n // the snapshot covers what precedes
+		}
 		offsets[p] = kgo.NewOffset().At(s)
+		g.next[p] = s
 		if e.Offset > s {
 			targets[p] = e.Offset
 		}
@@ -151,10 +172,11 @@ func (g *Global) Run(ctx context.Context) error {
 	if len(targets) == 0 {
 		close(g.ready)
 	}
-	lastLog := start
+	lastLog, lastSnap := start, time.Now()
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
+			g.writeSnapshot(topic)
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
@@ -166,6 +188,7 @@ func (g *Global) Run(ctx context.Context) error {
 			if !r.Attrs.IsControl() {
 				g.apply(r)
 			}
+			g.next[r.Partition] = r.Offset + 1
 			if t, ok := targets[r.Partition]; ok && r.Offset >= t-1 {
 				delete(targets, r.Partition)
 				if len(targets) == 0 {
@@ -174,6 +197,10 @@ func (g *Global) Run(ctx context.Context) error {
 				}
 			}
 		})
+		if g.cfg.SnapshotEvery > 0 && time.Since(lastSnap) >= g.cfg.SnapshotEvery {
+			lastSnap = time.Now()
+			g.writeSnapshot(topic)
+		}
 		if len(targets) > 0 && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
 			g.cfg.Log.Info("reading the item knowledge: catching up", "records", g.records.Load(), "partitions_left", len(targets))
@@ -209,4 +236,94 @@ func (g *Global) ApplyRecord(v []byte) error {
 	}
 	g.appliedAt.Store(time.Now().UnixMilli())
 	return err
+}
+
+// The snapshot file: a version byte, the topic, the partitions with the
+// offset after the last record the table holds, then Table.AppendSnapshot.
+const snapshotFileVersion = 1
+
+// writeSnapshot writes the table and the offsets it covers to
+// SnapshotPath, atomically (a temporary file renamed). Run's goroutine is
+// the table's only writer, so it reads the table without the lock while
+// the hot path queries. A failure is logged: the next start reads more.
+func (g *Global) writeSnapshot(topic string) {
+	if g.cfg.SnapshotPath == "" {
+		return
+	}
+	start := time.Now()
+	e := &enc{b: append(g.snapBuf[:0], snapshotFileVersion)}
+	e.u(uint64(len(topic)))
+	e.b = append(e.b, topic...)
+	e.u(uint64(len(g.next)))
+	for _, p := range slices.Sorted(maps.Keys(g.next)) {
+		e.u(uint64(p))
+		e.i(g.next[p])
+	}
+	b := g.t.AppendSnapshot(e.b)
+	g.snapBuf = b
+	err := os.MkdirAll(filepath.Dir(g.cfg.SnapshotPath), 0o755)
+	if err == nil {
+		tmp := g.cfg.SnapshotPath + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o644); err == nil {
+			err = os.Rename(tmp, g.cfg.SnapshotPath)
+		}
+	}
+	if err != nil {
+		g.cfg.Log.Warn("writing the item knowledge's snapshot; a restart reads the topic's lookback instead", "path", g.cfg.SnapshotPath, "err", err)
+		return
+	}
+	g.cfg.Log.Debug("wrote the item knowledge's snapshot", "bytes", len(b), "took", time.Since(start))
+}
+
+// loadSnapshot replaces the table and g.next by SnapshotPath's, if it is a
+// snapshot of this topic and configuration whose offsets the topic still
+// has (none beyond its end: a topic deleted and created again starts
+// afresh).
+func (g *Global) loadSnapshot(ends map[int32]kadm.ListedOffset) {
+	b, err := os.ReadFile(g.cfg.SnapshotPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	ignore := func(why string, err error) {
+		g.cfg.Log.Warn("ignoring the item knowledge's snapshot; reading the topic's lookback instead", "path", g.cfg.SnapshotPath, "why", why, "err", err)
+	}
+	if err != nil {
+		ignore("unreadable", err)
+		return
+	}
+	if len(b) < 1 || b[0] != snapshotFileVersion {
+		ignore("unknown format", nil)
+		return
+	}
+	d := &dec{b: b[1:]}
+	tl := d.n(len(d.b))
+	if d.err != nil || string(d.b[:tl]) != g.cfg.Topic {
+		ignore("another topic", d.err)
+		return
+	}
+	d.b = d.b[tl:]
+	next := map[int32]int64{}
+	for range d.n(1 << 20) {
+		p, o := int32(d.u()), d.i()
+		if e, ok := ends[p]; !ok || o > e.Offset {
+			ignore("offsets beyond the topic's end (was it recreated?)", nil)
+			return
+		}
+		next[p] = o
+	}
+	if d.err != nil {
+		ignore("corrupt", d.err)
+		return
+	}
+	t, err := LoadSnapshot(g.cfg.Table, d.b)
+	if err != nil {
+		ignore("another configuration or corrupt", err)
+		return
+	}
+	g.mu.Lock()
+	g.t = t
+	g.mu.Unlock()
+	g.next = next
+	g.newestMs.Store(t.st.NewestMs)
+	g.cfg.Log.Info("loaded the item knowledge's snapshot; reading only what came after it", "path", g.cfg.SnapshotPath, "items", len(t.index))
 }

@@ -2,6 +2,8 @@ package itemknow
 
 import (
 	"context"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,18 +60,27 @@ func TestGlobalReadsCommittedOnly(t *testing.T) {
 	txn(false, 4, 5, 6) // aborted: must not count
 	txn(true, 7)
 
-	g := NewGlobal(GlobalConfig{Topic: topic, Opts: opts, Lookback: time.Hour})
-	gctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- g.Run(gctx) }()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("Run ended before catching up: %v", err)
-	case <-ctx.Done():
-		t.Fatal("not caught up within the test's deadline")
+	snapshot := filepath.Join(t.TempDir(), "item-knowledge.snapshot")
+	start := func() (*Global, func()) {
+		g := NewGlobal(GlobalConfig{Topic: topic, Opts: opts, Lookback: time.Hour, SnapshotPath: snapshot})
+		gctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- g.Run(gctx) }()
+		select {
+		case <-g.Ready():
+		case err := <-done:
+			t.Fatalf("Run ended before catching up: %v", err)
+		case <-ctx.Done():
+			t.Fatal("not caught up within the test's deadline")
+		}
+		return g, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
 	}
+	g, stop := start()
 	known := func() (in []int64) {
 		tab := g.Lock()
 		defer g.Unlock()
@@ -94,5 +105,17 @@ func TestGlobalReadsCommittedOnly(t *testing.T) {
 	}
 	if p := g.Progress(); p.Records != 5 || p.Bad != 0 || p.NewestMs != now {
 		t.Fatalf("progress %+v, want 5 records, none bad, newest %d", p, now)
+	}
+
+	// A restart loads the snapshot the stop wrote and reads only the tail.
+	stop()
+	txn(true, 5)
+	g, stop = start()
+	defer stop()
+	if got := known(); !slices.Equal(got, []int64{1, 2, 3, 5, 7, 8}) {
+		t.Fatalf("after a restart from the snapshot the table knows %v, want [1 2 3 5 7 8]", got)
+	}
+	if p := g.Progress(); p.Records != 1 {
+		t.Fatalf("the restart applied %d records, want 1 (the one after the snapshot)", p.Records)
 	}
 }
