@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -23,8 +26,25 @@ func startPrivateBroker(t *testing.T, port string, fresh bool) *privateBroker {
 	}
 	b := &privateBroker{t: t, port: port}
 	b.run("start", fresh)
-	t.Cleanup(func() { b.run("stop", false) })
+	t.Cleanup(func() {
+		b.run("stop", false)
+		if t.Failed() {
+			b.logTail()
+		}
+	})
 	return b
+}
+
+// logTail logs the last 4 KB of the broker's log (scripts/kafka.sh writes it
+// to $CLICKREC_RUN/kafka-PORT.log).
+func (b *privateBroker) logTail() {
+	run := os.Getenv("CLICKREC_RUN")
+	if run == "" {
+		return
+	}
+	if data, err := os.ReadFile(filepath.Join(run, "kafka-"+b.port+".log")); err == nil {
+		b.t.Logf("broker log (last 4 KB):\n%s", data[max(0, len(data)-4096):])
+	}
 }
 
 func (b *privateBroker) run(verb string, fresh bool) {
@@ -34,8 +54,13 @@ func (b *privateBroker) run(verb string, fresh bool) {
 	if fresh {
 		cmd.Env = append(cmd.Env, "CLICKREC_KAFKA_FRESH=1")
 	}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		b.t.Fatalf("scripts/kafka.sh %s (port %s): %v\n%s", verb, b.port, err, out)
+	}
+	if bytes.Contains(out, []byte("still up, killing")) {
+		// Not a clean shutdown: what follows is recovery from a crash.
+		b.t.Logf("scripts/kafka.sh %s (port %s) had to kill the broker:\n%s", verb, b.port, out)
 	}
 }
 
@@ -46,8 +71,12 @@ func TestBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and restarts its own Kafka broker; run without -short")
 	}
-	broker := startPrivateBroker(t, "29092", true)
-	t.Setenv("CLICKREC_TEST_KAFKA_BROKERS", "127.0.0.1:29092")
+	// Its own port and run directory (pid file, data, log), so that it runs
+	// beside another checkout's tests.
+	t.Setenv("CLICKREC_RUN", t.TempDir())
+	port := strconv.Itoa(freePort(t))
+	broker := startPrivateBroker(t, port, true)
+	t.Setenv("CLICKREC_TEST_KAFKA_BROKERS", "127.0.0.1:"+port)
 	c := newCluster(t, 2)
 	w := c.worker(t, "w1", "--scorer", "go")
 	ctx := testenv.Context(t, 3*time.Minute)

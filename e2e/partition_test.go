@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -359,13 +358,6 @@ func TestNetworkPartition(t *testing.T) {
 	brokerStart := time.Now()
 	startPrivateBroker(t, port, true)
 	t.Logf("private broker on %s, started in %v", brokerAddr, time.Since(brokerStart).Round(100*time.Millisecond))
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(run, "kafka-"+port+".log")); err == nil {
-				t.Logf("broker log (last 4 KB):\n%s", b[max(0, len(b)-4096):])
-			}
-		}
-	})
 	t.Setenv("CLICKREC_TEST_KAFKA_BROKERS", brokerAddr)
 	if !ns.canDial(brokerAddr) {
 		t.Fatalf("the broker %s is not reachable from namespace %s", brokerAddr, ns.name)

@@ -41,7 +41,13 @@ type Config struct {
 	// worker stops cleanly, so its partitions move at once; false keeps them
 	// reserved for SessionTimeout, for a restart of the same instance.
 	LeaveOnShutdown bool
-	Limits          struct {
+	// GroupProtocol is the consumer group protocol: GroupProtocolConsumer
+	// (KIP-848: the broker assigns partitions and moves them one by one,
+	// no group-wide rebalance), GroupProtocolClassic (join/sync, a
+	// group-wide rebalance on every change), or GroupProtocolAuto, which
+	// the command resolves from the brokers' versions before New.
+	GroupProtocol string
+	Limits        struct {
 		MaxRecordBytes int
 		MaxFutureSkew  time.Duration
 	}
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		TxnTimeout:        10 * time.Second,
 		SessionTimeout:    10 * time.Second,
 		LeaveOnShutdown:   true,
+		GroupProtocol:     GroupProtocolAuto,
 		HeartbeatInterval: 100 * time.Millisecond,
 		StateStore:        StoreMemory,
 		StateDir:          filepath.Join(os.TempDir(), "clickrec-hotpath-state"),
@@ -140,6 +147,8 @@ func (c *Config) Register(fs *cli.FlagSet) {
 	fs.Env("heartbeat-interval", "CLICKREC_HOTPATH_HEARTBEAT_INTERVAL")
 	fs.BoolVar(&c.LeaveOnShutdown, "leave-on-shutdown", c.LeaveOnShutdown, "on a clean stop (SIGTERM), remove this static member from the group so its partitions move to the others at once (a deploy, a scale-in); false keeps them reserved for --session-timeout, for a restart of the same --instance-id that should get them back without a rebalance")
 	fs.Env("leave-on-shutdown", "CLICKREC_HOTPATH_LEAVE_ON_SHUTDOWN")
+	fs.StringVar(&c.GroupProtocol, "group-protocol", c.GroupProtocol, "consumer group protocol: consumer (KIP-848, Kafka 4.0+: the brokers move partitions one by one, no group-wide pause on a join or leave; their group.consumer.heartbeat.interval.ms and group.consumer.session.timeout.ms then apply instead of --heartbeat-interval and --session-timeout), classic (join/sync rebalances), or auto: consumer on Kafka 4.3+ (KIP-1251 fixes a commit/epoch race), else classic with a log line")
+	fs.Env("group-protocol", "CLICKREC_HOTPATH_GROUP_PROTOCOL")
 	fs.DurationVar(&c.DriftPublishEvery, "drift-publish-every", c.DriftPublishEvery, "how often the live drift profile of the current minute goes to Redis (drift:live:<minute>:<instance>, read by the CheckDrift workflow)")
 	fs.Env("drift-publish-every", "CLICKREC_HOTPATH_DRIFT_PUBLISH_EVERY")
 	fs.DurationVar(&c.LagEvery, "lag-every", c.LagEvery, "how often recsys_hotpath_consumer_lag is computed for every partition from the group's committed offsets, so a stuck worker shows (0: only from the records it fetches)")
@@ -210,6 +219,11 @@ func (c *Config) Validate() error {
 	}
 	if c.AllowedLateness < 0 {
 		return cli.Usagef("--allowed-lateness must not be negative, got %v", c.AllowedLateness)
+	}
+	switch c.GroupProtocol {
+	case GroupProtocolAuto, GroupProtocolConsumer, GroupProtocolClassic:
+	default:
+		return cli.Usagef("--group-protocol must be %s, %s or %s, got %q", GroupProtocolAuto, GroupProtocolConsumer, GroupProtocolClassic, c.GroupProtocol)
 	}
 	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.SessionTimeout/3 {
 		return cli.Usagef("--heartbeat-interval must be positive and at most a third of --session-timeout (%v), got %v", c.SessionTimeout, c.HeartbeatInterval)

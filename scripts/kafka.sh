@@ -69,6 +69,15 @@ log.segment.bytes=67108864
 # are still being written is retried by the broker after this backoff (default 20 ms: it
 # showed up as a 22 ms mode in the hot path's produce latency). See README, "Broker settings".
 add.partitions.to.txn.retry.backoff.ms=1
+# The consumer group protocol (KIP-848), which the hot path uses on Kafka 4.3+: a member learns
+# that it gets or gives up partitions only from its next heartbeat, whose interval the broker
+# sets (default 5 s, and at least 5 s: each join stalled ≈ 5 s); the session timeout, after
+# which a dead member's partitions move, is the broker's too (default 45 s, at least 45 s).
+# See README, "Broker settings".
+group.consumer.heartbeat.interval.ms=100
+group.consumer.min.heartbeat.interval.ms=100
+group.consumer.session.timeout.ms=10000
+group.consumer.min.session.timeout.ms=6000
 PROPS
   if [[ -n ${CLICKREC_KAFKA_PROPS:-} ]]; then printf '%s\n' "$CLICKREC_KAFKA_PROPS" >>"$DATA/server.properties"; fi
   write_broker_log4j2 "$DATA/log4j2.properties"

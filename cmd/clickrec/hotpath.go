@@ -99,6 +99,31 @@ extra headroom bounded.`)
 	return serveHotpath(ctx, &f, log, nil)
 }
 
+// resolveGroupProtocol turns --group-protocol auto into consumer (KIP-848) on
+// Kafka 4.3+ and classic otherwise, and refuses consumer on brokers that do
+// not serve it.
+func resolveGroupProtocol(ctx context.Context, kcl *kgo.Client, cfg *hotpath.Config, log *slog.Logger) error {
+	if cfg.GroupProtocol == hotpath.GroupProtocolClassic {
+		return nil
+	}
+	support, err := kafkautil.ConsumerProtocol(ctx, kcl)
+	if err != nil {
+		return err
+	}
+	switch {
+	case cfg.GroupProtocol == hotpath.GroupProtocolConsumer && support == kafkautil.ConsumerProtocolNone:
+		return cli.Usagef("--group-protocol consumer: the brokers do not serve the consumer group protocol (KIP-848, Kafka 4.0+ with \"consumer\" in group.coordinator.rebalance.protocols); use --group-protocol classic")
+	case cfg.GroupProtocol == hotpath.GroupProtocolConsumer && support == kafkautil.ConsumerProtocolEarly:
+		log.Warn("the consumer group protocol on brokers older than Kafka 4.3: an offset commit that races a member-epoch bump can fail (KIP-1251) and abort its transaction")
+	case cfg.GroupProtocol == hotpath.GroupProtocolAuto && support == kafkautil.ConsumerProtocolFull:
+		cfg.GroupProtocol = hotpath.GroupProtocolConsumer
+	case cfg.GroupProtocol == hotpath.GroupProtocolAuto:
+		cfg.GroupProtocol = hotpath.GroupProtocolClassic
+		log.Info("using the classic group protocol: the brokers are older than Kafka 4.3 (--group-protocol auto); a join or leave pauses the group while it rebalances")
+	}
+	return nil
+}
+
 // hotpathGOGC is the hot path's GOGC unless the environment sets one.
 const hotpathGOGC = 400
 
@@ -119,7 +144,10 @@ func serveHotpath(ctx context.Context, f *hotpathFlags, log *slog.Logger, ready 
 	if err := kafkautil.EnsureTopics(ctx, &f.kafka, kcl, f.cfg.Topics); err != nil {
 		return err
 	}
-	need := kafkautil.GroupNeeds{SessionTimeout: f.cfg.SessionTimeout}
+	if err := resolveGroupProtocol(ctx, kcl, &f.cfg, log); err != nil {
+		return err
+	}
+	need := kafkautil.GroupNeeds{SessionTimeout: f.cfg.SessionTimeout, ConsumerProtocol: f.cfg.GroupProtocol == hotpath.GroupProtocolConsumer}
 	if !f.cfg.AtLeastOnce {
 		need.TxnTimeout = f.cfg.TxnTimeout
 	}
