@@ -2,6 +2,7 @@ package itemknow
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -59,5 +60,34 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if CategoryKey("") != 0 || CategoryKey("shoes") == CategoryKey("shirts") {
 		t.Fatal("CategoryKey: empty must be 0, distinct names distinct")
+	}
+}
+
+func TestSelectBest(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	cmpScore := func(a, b Scored) int {
+		switch {
+		case a.Score > b.Score:
+			return -1
+		case a.Score < b.Score:
+			return 1
+		}
+		return int(a.Item - b.Item)
+	}
+	for trial := range 500 {
+		m := 1 + r.IntN(200)
+		s := make([]Scored, m)
+		for i := range s {
+			s[i] = Scored{Item: int64(i), Score: float64(r.IntN(20))} // ties on purpose
+		}
+		want := slices.Clone(s)
+		slices.SortFunc(want, cmpScore)
+		n := 1 + r.IntN(m)
+		selectBest(s, n, cmpScore)
+		got := slices.Clone(s[:n])
+		slices.SortFunc(got, cmpScore)
+		if !slices.Equal(got, want[:n]) {
+			t.Fatalf("trial %d: m %d n %d: best %v, want %v", trial, m, n, got, want[:n])
+		}
 	}
 }

@@ -139,6 +139,7 @@ type Table struct {
 	st         Stats
 	mark       []int32  // Candidates' scratch: slot → position+1 in out
 	srcs       []source // Candidates' and Score's scratch: the session's sources
+	marked     []int32  // Candidates' scratch: the slots it marked, to unmark
 }
 
 // New returns an empty table.
@@ -567,18 +568,68 @@ func (t *Table) Candidates(session []int64, n int, out []Scored) []Scored {
 			}
 			out = append(out, Scored{Item: t.items[p.slot].id, Score: s})
 			t.mark[p.slot] = int32(len(out))
+			t.marked = append(t.marked, p.slot)
 		}
 	}
-	for _, s := range out {
-		t.mark[t.index[s.Item]] = 0
+	for _, x := range t.marked {
+		t.mark[x] = 0
 	}
-	slices.SortFunc(out, func(a, b Scored) int {
+	t.marked = t.marked[:0]
+	better := func(a, b Scored) int {
 		if c := cmp.Compare(b.Score, a.Score); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Item, b.Item)
-	})
+	}
+	if len(out) > 2*n {
+		// Only the best n are wanted: move them to the front first
+		// (quickselect), then sort those.
+		selectBest(out, n, better)
+		out = out[:n]
+	}
+	slices.SortFunc(out, better)
 	return out[:min(n, len(out))]
+}
+
+// selectBest reorders s so that its first n elements are the n smallest by
+// cmp (in any order): Hoare's quickselect with a median-of-three pivot.
+func selectBest(s []Scored, n int, cmp func(a, b Scored) int) {
+	lo, hi := 0, len(s)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if cmp(s[mid], s[lo]) < 0 {
+			s[mid], s[lo] = s[lo], s[mid]
+		}
+		if cmp(s[hi], s[lo]) < 0 {
+			s[hi], s[lo] = s[lo], s[hi]
+		}
+		if cmp(s[hi], s[mid]) < 0 {
+			s[hi], s[mid] = s[mid], s[hi]
+		}
+		pivot := s[mid]
+		i, j := lo, hi
+		for i <= j {
+			for cmp(s[i], pivot) < 0 {
+				i++
+			}
+			for cmp(pivot, s[j]) < 0 {
+				j--
+			}
+			if i <= j {
+				s[i], s[j] = s[j], s[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case n-1 <= j:
+			hi = j
+		case n-1 >= i:
+			lo = i
+		default:
+			return
+		}
+	}
 }
 
 // Score is the Candidates score of one candidate: Σ over the session's
