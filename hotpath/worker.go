@@ -328,16 +328,27 @@ func (w *Worker) session(ctx context.Context, base []kgo.Opt) error {
 	return w.loop(ctx, sess)
 }
 
+// withClient runs fn with a short-lived client of its own (leaving or
+// releasing a membership must not go through the session's client); doing
+// names the step in the warning if the client cannot be created.
+func (w *Worker) withClient(base []kgo.Opt, doing string, fn func(cl *kgo.Client)) {
+	cl, err := kgo.NewClient(base...)
+	if err != nil {
+		w.log.Warn(doing+": creating a client", "err", err)
+		return
+	}
+	defer cl.Close()
+	fn(cl)
+}
+
 // leaveGroup removes this worker's static member from the group (the group
 // membership API by instance id, KIP-345), so that its partitions are
 // reassigned now.
 func (w *Worker) leaveGroup(ctx context.Context, base []kgo.Opt) {
-	cl, err := kgo.NewClient(base...)
-	if err != nil {
-		w.log.Warn("leaving the group: creating a client", "err", err)
-		return
-	}
-	defer cl.Close()
+	w.withClient(base, "leaving the group", func(cl *kgo.Client) { w.leaveGroupWith(ctx, cl) })
+}
+
+func (w *Worker) leaveGroupWith(ctx context.Context, cl *kgo.Client) {
 	start := time.Now()
 	resps, err := kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(w.cfg.Group).InstanceIDs(w.cfg.InstanceID).Reason("clickrec hotpath stopped"))
 	if err == nil {
@@ -359,12 +370,10 @@ func (w *Worker) leaveGroup(ctx context.Context, base []kgo.Opt) {
 // session timeout (UNRELEASED_INSTANCE_ID; measured 31–44 s per kill). A
 // failure only costs that wait, so it is logged, not returned.
 func (w *Worker) releasePredecessor(ctx context.Context, base []kgo.Opt) {
-	cl, err := kgo.NewClient(base...)
-	if err != nil {
-		w.log.Warn("releasing the previous membership: creating a client", "err", err)
-		return
-	}
-	defer cl.Close()
+	w.withClient(base, "releasing the previous membership", func(cl *kgo.Client) { w.releasePredecessorWith(ctx, cl) })
+}
+
+func (w *Worker) releasePredecessorWith(ctx context.Context, cl *kgo.Client) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -384,12 +393,10 @@ func (w *Worker) releasePredecessor(ctx context.Context, base []kgo.Opt) {
 // (epochLeave: the partitions move to the others now) or for a while
 // (epochLeaveStatic: they wait for this instance id).
 func (w *Worker) leaveConsumerGroup(ctx context.Context, base []kgo.Opt, epoch int32) {
-	cl, err := kgo.NewClient(base...)
-	if err != nil {
-		w.log.Warn("leaving the group: creating a client", "err", err)
-		return
-	}
-	defer cl.Close()
+	w.withClient(base, "leaving the group", func(cl *kgo.Client) { w.leaveConsumerGroupWith(ctx, cl, epoch) })
+}
+
+func (w *Worker) leaveConsumerGroupWith(ctx context.Context, cl *kgo.Client, epoch int32) {
 	start := time.Now()
 	member, err := releaseStatic(ctx, cl, w.cfg.Group, w.cfg.InstanceID, epoch)
 	if err != nil && !errors.Is(err, errNotConsumerGroup) {

@@ -56,7 +56,6 @@ type Global struct {
 
 	records   atomic.Int64 // records applied
 	bad       atomic.Int64 // records that did not decode
-	newestMs  atomic.Int64 // newest increment time applied
 	appliedAt atomic.Int64 // wall clock of the last record applied, Unix ms
 }
 
@@ -89,7 +88,8 @@ type Progress struct {
 
 // Progress returns what the Global has read so far.
 func (g *Global) Progress() Progress {
-	p := Progress{Records: g.records.Load(), Bad: g.bad.Load(), NewestMs: g.newestMs.Load()}
+	p := Progress{Records: g.records.Load(), Bad: g.bad.Load(), NewestMs: g.Lock().Stats().NewestMs}
+	g.Unlock()
 	if ms := g.appliedAt.Load(); ms > 0 {
 		p.AppliedAt = time.UnixMilli(ms)
 	}
@@ -221,18 +221,11 @@ func (g *Global) apply(r *kgo.Record) {
 // its error returned.
 func (g *Global) ApplyRecord(v []byte) error {
 	t := g.Lock()
-	newest := int64(0)
-	_, err := DecodeRecord(v, func(inc Increment) {
-		t.Apply(inc)
-		newest = max(newest, inc.TimeMs)
-	})
+	_, err := DecodeRecord(v, t.Apply)
 	g.Unlock()
 	g.records.Add(1)
 	if err != nil {
 		g.bad.Add(1)
-	}
-	if newest > g.newestMs.Load() {
-		g.newestMs.Store(newest)
 	}
 	g.appliedAt.Store(time.Now().UnixMilli())
 	return err
@@ -324,6 +317,5 @@ func (g *Global) loadSnapshot(ends map[int32]kadm.ListedOffset) {
 	g.t = t
 	g.mu.Unlock()
 	g.next = next
-	g.newestMs.Store(t.st.NewestMs)
 	g.cfg.Log.Info("loaded the item knowledge's snapshot; reading only what came after it", "path", g.cfg.SnapshotPath, "items", len(t.index))
 }

@@ -25,11 +25,7 @@ import (
 // lists the items outside the catalogue it has seen clicked twice, except
 // the one it ignores: a stand-in for a hot path that learns new items.
 func learner(ctx context.Context, t *testing.T, kcfg kafkautil.Config, topics kafkautil.Topics, group string, catalogue, ignore int64) {
-	cl, err := kgo.NewClient(append(kcfg.Opts("learner"),
-		kgo.ConsumerGroup(group), kgo.ConsumeTopics(string(topics.Events)),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
-		kgo.FetchMaxWait(50*time.Millisecond), kgo.ProducerLinger(0),
-	)...)
+	cl, err := standInClient(kcfg, topics, group, "learner")
 	if err != nil {
 		t.Error(err)
 		return

@@ -315,12 +315,19 @@ type faultyWorker struct {
 	dropped, doubled, answeredInvalid atomic.Int64
 }
 
-func (f *faultyWorker) run(ctx context.Context, t *testing.T, kcfg kafkautil.Config, topics kafkautil.Topics, group, measured string) {
-	cl, err := kgo.NewClient(append(kcfg.Opts("faulty-worker"),
+// standInClient is the client of a test's stand-in for hot path workers: a
+// member of group reading the events topic from the start, committing by
+// hand, producing at once.
+func standInClient(kcfg kafkautil.Config, topics kafkautil.Topics, group, name string) (*kgo.Client, error) {
+	return kgo.NewClient(append(kcfg.Opts(name),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(string(topics.Events)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
 		kgo.FetchMaxWait(50*time.Millisecond), kgo.ProducerLinger(0),
 	)...)
+}
+
+func (f *faultyWorker) run(ctx context.Context, t *testing.T, kcfg kafkautil.Config, topics kafkautil.Topics, group, measured string) {
+	cl, err := standInClient(kcfg, topics, group, "faulty-worker")
 	if err != nil {
 		t.Error(err)
 		return
