@@ -121,6 +121,7 @@ func newHarness(t *testing.T, brokers []string, partitions int) *harness {
 	cfg.Topics = topics
 	cfg.TxnTimeout = 5 * time.Second
 	cfg.SessionTimeout = 6 * time.Second
+	cfg.StateDir = t.TempDir() // the test's own model cache and item-knowledge snapshots
 	return &harness{t: t, kcfg: kcfg, cfg: cfg, topics: topics, cl: cl, emb: emb}
 }
 
